@@ -1,0 +1,90 @@
+"""Avro encoding of every tokenfuse message, with the schemas in schemas/*.avsc.
+
+Messages use Avro single-object encoding (C3 01, the writer schema's 8-byte CRC-64-AVRO
+fingerprint little-endian, then the body), so any language can decode them with the .avsc alone
+and an old writer schema is recognised by its fingerprint. Older schema versions live in
+schemas/history/<Name>.v<N>.avsc; data they wrote is read with the current schema.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from tokenfuse.errors import DecodeError
+from tokenfuse.resources import resource_path
+
+MAGIC = b"\xc3\x01"
+_HEADER = struct.Struct("<2sQ")
+
+NAMES = ("UsageEvent", "Budget", "ControlState", "Alert")
+
+
+def _fingerprint(parsed: dict) -> int:
+    return int(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"), 16)
+
+
+def _load(path: Path) -> dict:
+    return fastavro.parse_schema(json.loads(path.read_text()), _write_hint=False)
+
+
+class Codec:
+    """Encoder/decoder for one message type: writes the current schema, reads any known version."""
+
+    def __init__(self, name: str, schema_dir: Path):
+        self.name = name
+        self.schema = _load(schema_dir / f"{name}.avsc")
+        self.fingerprint = _fingerprint(self.schema)
+        self._header = _HEADER.pack(MAGIC, self.fingerprint)
+        self._writers = {self.fingerprint: self.schema}
+        for old in sorted((schema_dir / "history").glob(f"{name}.v*.avsc")):
+            parsed = _load(old)
+            self._writers[_fingerprint(parsed)] = parsed
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        buf.write(self._header)
+        fastavro.schemaless_writer(buf, self.schema, record, strict_allow_default=True)
+        return buf.getvalue()
+
+    def encode_body(self, record: dict[str, Any]) -> bytes:
+        """The Avro body alone (no header): the canonical bytes that control signatures cover."""
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, self.schema, record, strict_allow_default=True)
+        return buf.getvalue()
+
+    def decode(self, data: bytes | None) -> dict[str, Any]:
+        if not data or len(data) < _HEADER.size:
+            raise DecodeError(f"not a {self.name}: {len(data or b'')} bytes is too short", raw=data)
+        magic, fp = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise DecodeError(f"not a {self.name}: no Avro single-object header", raw=data)
+        writer = self._writers.get(fp)
+        if writer is None:
+            raise DecodeError(f"not a {self.name}: unknown schema fingerprint {fp:016x}", raw=data)
+        buf = io.BytesIO(data)
+        buf.seek(_HEADER.size)
+        try:
+            # Resolution costs time; skip it when the writer schema is the current one.
+            reader = None if writer is self.schema else self.schema
+            record = fastavro.schemaless_reader(buf, writer, reader)
+        except Exception as exc:  # fastavro raises many types on corrupt bodies
+            raise DecodeError(f"corrupt {self.name} body: {exc!r}", raw=data) from None
+        if buf.tell() != len(data):
+            raise DecodeError(f"corrupt {self.name}: {len(data) - buf.tell()} trailing bytes", raw=data)
+        return record
+
+
+@lru_cache(maxsize=None)
+def codec(name: str) -> Codec:
+    """The codec for a message type by schema name, e.g. codec("UsageEvent")."""
+    if name not in NAMES:
+        raise KeyError(f"unknown schema {name!r}; known: {', '.join(NAMES)}")
+    return Codec(name, resource_path("schemas"))

@@ -1,0 +1,76 @@
+"""Settings for every process role.
+
+`Settings(...)` never looks at the environment; `Settings.from_env()` is the one explicit place
+that does (variables `TOKENFUSE_<FIELD>`, e.g. TOKENFUSE_BOOTSTRAP_SERVERS). Invalid settings are
+reported all at once as a ConfigError.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tokenfuse.errors import ConfigError
+
+
+_KAFKA_LOG = logging.getLogger("tokenfuse.kafka")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    topic_prefix: str = Field(
+        "tokenfuse",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Topics are <prefix>.usage, <prefix>.budgets, ...; tests use a uuid prefix.",
+    )
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions of usage and derived topics.")
+    data_dir: Path = Field(Path(".tokenfuse"), description="Local state: Faust tables, embedded ClickHouse.")
+    clickhouse_url: SecretStr | None = Field(
+        None, description="A ClickHouse server (http://user:pass@host:8123/db); unset = embedded chDB."
+    )
+    control_key: SecretStr | None = Field(None, description="HMAC key that signs control states.")
+    control_key_id: str = Field("default", description="Name of the signing key, for rotation.")
+    app_id: str = Field("tokenfuse-worker", description="Faust app id = consumer group.")
+    web_host: str = Field("127.0.0.1", description="The worker's web server (metrics, /sql).")
+    web_port: int = Field(6066, ge=0, le=65535)
+    grace_seconds: int = Field(60, ge=0, description="Late events within this are still counted.")
+    dedupe_seconds: int = Field(3600, ge=60, description="How long an event_id is remembered.")
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> "Settings":
+        """Read TOKENFUSE_* variables; explicit overrides win. Raises ConfigError listing all problems."""
+
+        class _FromEnv(BaseSettings, cls):  # type: ignore[misc, valid-type]
+            model_config = SettingsConfigDict(env_prefix="TOKENFUSE_", extra="ignore", frozen=True)
+
+        try:
+            values = _FromEnv(**overrides).model_dump()
+        except ValidationError as exc:
+            raise config_error(exc, env_prefix="TOKENFUSE_") from None
+        return cls(**values)
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def kafka_config(self) -> dict[str, str]:
+        """confluent-kafka settings shared by every client of ours. librdkafka's own log lines go
+        through Python logging ("tokenfuse.kafka"), so an application decides what it shows."""
+        return {"bootstrap.servers": self.bootstrap_servers, "logger": _KAFKA_LOG}
+
+
+def config_error(exc: ValidationError, env_prefix: str = "") -> ConfigError:
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        if env_prefix:
+            field = f"{env_prefix}{field.upper()}"
+        problems.append(f"{field}: {err['msg']}")
+    return ConfigError("invalid settings:", problems)

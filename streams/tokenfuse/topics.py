@@ -1,0 +1,100 @@
+"""Every Kafka topic tokenfuse uses, declared once with its config, and created idempotently.
+
+Faust does not create source topics; a topic auto-created with another partition count makes the
+worker die with PartitionsMismatch. So `tokenfuse topics create` (and the worker at start-up)
+create them here first, with the partition counts Faust's tables expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tokenfuse.config import Settings
+from tokenfuse.errors import BrokerUnavailable
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    doc: str = ""
+
+
+def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
+    """Logical name -> spec. Keys: usage, budgets, control, alerts, dlq, deltas."""
+    p = settings.partitions
+    compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "60000"}
+    specs = [
+        TopicSpec("usage", p, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},
+                  "UsageEvent from agent runtimes, key = agent id"),
+        # One partition: every worker reads all budgets (GlobalTable), order per id is all that matters.
+        TopicSpec("budgets", 1, compact, "Budget by id, null = delete"),
+        TopicSpec("control", 1, compact, "ControlState by scope key: the kill switch"),
+        TopicSpec("alerts", p, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},
+                  "Alert by scope key"),
+        TopicSpec("dlq", p, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},
+                  "rejected usage bytes, reason in headers"),
+        # Internal: per-scope deltas repartitioned by scope key, so every scope's totals live in
+        # exactly one partition (and one changelog partition) whichever agents feed it.
+        TopicSpec("deltas", p, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},
+                  "internal: per-scope usage deltas, key = scope key"),
+    ]
+    return {s.name: TopicSpec(settings.topic(s.name), s.partitions, s.config, s.doc) for s in specs}
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(settings.kafka_config)
+
+
+def ensure_broker(settings: Settings, timeout: float = 5.0) -> None:
+    """Raise BrokerUnavailable with a clear message if no broker answers within `timeout`."""
+    # A quiet probe: librdkafka would log every failed connect attempt.
+    probe = AdminClient({**settings.kafka_config, "log_level": 0})
+    try:
+        probe.list_topics(timeout=timeout)
+    except KafkaException:
+        raise BrokerUnavailable(
+            f"no Kafka broker answers at {settings.bootstrap_servers} "
+            "(start one with `deploy/kafka/kafka.sh start` or set TOKENFUSE_BOOTSTRAP_SERVERS)"
+        ) from None
+
+
+def create_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create missing topics; return the names created. Existing topics are left as they are,
+    but a partition count that differs from the spec is an error (Faust would die on it)."""
+    ensure_broker(settings)
+    admin = admin_client(settings)
+    existing = admin.list_topics(timeout=timeout).topics
+    wanted = topic_specs(settings).values()
+    mismatched = [
+        f"{s.name} has {len(existing[s.name].partitions)} partitions, expected {s.partitions}"
+        for s in wanted
+        if s.name in existing and len(existing[s.name].partitions) != s.partitions
+    ]
+    if mismatched:
+        raise BrokerUnavailable("topics exist with the wrong partition count: " + "; ".join(mismatched))
+    new = [NewTopic(s.name, s.partitions, 1, config=s.config) for s in wanted if s.name not in existing]
+    created = []
+    for name, fut in (admin.create_topics(new, request_timeout=timeout).items() if new else []):
+        try:
+            fut.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+def delete_topics(settings: Settings, timeout: float = 30.0) -> None:
+    """Delete every topic with the settings' prefix, Faust's internal ones included (tests, demo)."""
+    admin = admin_client(settings)
+    names = [t for t in admin.list_topics(timeout=timeout).topics
+             if t.startswith(settings.topic_prefix + ".") or t.startswith(settings.app_id + "-")]
+    for fut in (admin.delete_topics(names, operation_timeout=timeout).values() if names else []):
+        fut.result()
