@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# A local single-node Apache Kafka broker (KRaft) on 127.0.0.1:9092 for the demo and tests.
+# A local single-node Apache Kafka broker (KRaft) on 127.0.0.1 for the demo and tests.
 #   deploy/kafka/kafka.sh start|stop|status|fetch
-# State lives in $TOKENFUSE_KAFKA_HOME (default .tokenfuse/kafka in the current directory).
+# State lives in $TOKENFUSE_KAFKA_HOME (default .tokenfuse/kafka in the current directory); the
+# broker listens on $TOKENFUSE_KAFKA_PORT (default 9092), its controller on the port after it.
 # The jars come from Maven Central through pom.xml and are cached in ~/.m2.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 home=${TOKENFUSE_KAFKA_HOME:-$PWD/.tokenfuse/kafka}
-libs=$home/libs
+libs=${TOKENFUSE_KAFKA_LIBS:-$home/libs}
 data=$home/data
 pidfile=$home/kafka.pid
 log=$home/server.log
 heap=${TOKENFUSE_KAFKA_HEAP:-512m}
 timeout=${TOKENFUSE_KAFKA_START_TIMEOUT:-90}
+port=${TOKENFUSE_KAFKA_PORT:-9092}
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 
@@ -36,7 +38,8 @@ start() {
   if running; then echo "kafka.sh: already running (pid $(cat "$pidfile"))"; return; fi
   fetch
   mkdir -p "$data"
-  sed "s#@LOG_DIRS@#$data#" "$here/server.properties" > "$home/server.properties"
+  sed -e "s#@LOG_DIRS@#$data#" -e "s#@CONTROLLER_PORT@#$((port + 1))#g" -e "s#@PORT@#$port#g" \
+    "$here/server.properties" > "$home/server.properties"
   cat > "$home/log4j2.yaml" <<YAML
 Configuration:
   Appenders:
@@ -61,7 +64,7 @@ YAML
   echo $! > "$pidfile"
   for ((i = 0; i < timeout * 10; i++)); do
     if grep -q "Kafka Server started" "$log"; then
-      echo "kafka.sh: broker up on 127.0.0.1:9092 (pid $(cat "$pidfile"), log $log)"; return
+      echo "kafka.sh: broker up on 127.0.0.1:$port (pid $(cat "$pidfile"), log $log)"; return
     fi
     running || { tail -n 30 "$log" >&2; die "broker exited during start-up"; }
     sleep 0.1
