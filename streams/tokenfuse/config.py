@@ -42,6 +42,14 @@ class Settings(BaseModel):
     grace_seconds: int = Field(60, ge=0, description="Late events within this are still counted.")
     dedupe_seconds: int = Field(3600, ge=60, description="How long an event_id is remembered.")
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    commit_interval_ms: int = Field(
+        200, ge=10, description="Faust commit (= transaction) interval: bounds kill-switch latency."
+    )
+    windows: str = Field(
+        "1m,1h,1d,7d,day,month,rolling:60s",
+        description="Windows the worker keeps totals for from the start; budgets may use these. "
+        "Calendar windows in other time zones are tracked from when a budget first names them.",
+    )
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
