@@ -1,0 +1,2 @@
+"""The Faust worker: usage → validate → dedupe → price → per-scope deltas → windowed totals →
+budget thresholds → signed control states and alerts. See app.py for the wiring."""

@@ -1,0 +1,33 @@
+"""Checks a decoded UsageEvent must pass before it may count toward any budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokenfuse.errors import DecodeError
+
+# Far above any real single LLM call; anything larger is a bug or an attack, not usage.
+MAX_TOKENS_PER_EVENT = 50_000_000
+MAX_COST_MICRO_USD = 100_000 * 1_000_000
+MAX_FUTURE_MS = 3_600_000
+_REQUIRED_TEXT = ("event_id", "org", "team", "agent", "model")
+
+
+def validate_usage(event: dict[str, Any], now_ms: int) -> None:
+    """Raise DecodeError(reason) when the event is not acceptable usage."""
+    for name in _REQUIRED_TEXT:
+        if not event[name] or len(event[name]) > 256:
+            raise DecodeError(f"{name} must be 1..256 characters")
+    for name in ("input_tokens", "output_tokens", "cached_tokens"):
+        value = event[name]
+        if value < 0:
+            raise DecodeError(f"{name} is negative ({value})")
+        if value > MAX_TOKENS_PER_EVENT:
+            raise DecodeError(f"{name} is absurd ({value} > {MAX_TOKENS_PER_EVENT})")
+    if event["cached_tokens"] > event["input_tokens"]:
+        raise DecodeError("cached_tokens exceeds input_tokens")
+    cost = event["cost_micro_usd"]
+    if cost is not None and not 0 <= cost <= MAX_COST_MICRO_USD:
+        raise DecodeError(f"cost_micro_usd out of range ({cost})")
+    if event["event_time"] <= 0 or event["event_time"] > now_ms + MAX_FUTURE_MS:
+        raise DecodeError(f"event_time {event['event_time']} is not a time in the last years or the next hour")
