@@ -43,21 +43,23 @@ class Codec:
         self.schema = _load(schema_dir / f"{name}.avsc")
         self.fingerprint = _fingerprint(self.schema)
         self._header = _HEADER.pack(MAGIC, self.fingerprint)
+        self._defaults = _defaults(self.schema)
         self._writers = {self.fingerprint: self.schema}
         for old in sorted((schema_dir / "history").glob(f"{name}.v*.avsc")):
             parsed = _load(old)
             self._writers[_fingerprint(parsed)] = parsed
 
     def encode(self, record: dict[str, Any]) -> bytes:
+        """Encode with the current schema; fields the record omits take their schema default."""
         buf = io.BytesIO()
         buf.write(self._header)
-        fastavro.schemaless_writer(buf, self.schema, record, strict_allow_default=True)
+        fastavro.schemaless_writer(buf, self.schema, {**self._defaults, **record})
         return buf.getvalue()
 
     def encode_body(self, record: dict[str, Any]) -> bytes:
         """The Avro body alone (no header): the canonical bytes that control signatures cover."""
         buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, self.schema, record, strict_allow_default=True)
+        fastavro.schemaless_writer(buf, self.schema, {**self._defaults, **record})
         return buf.getvalue()
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
@@ -80,6 +82,15 @@ class Codec:
         if buf.tell() != len(data):
             raise DecodeError(f"corrupt {self.name}: {len(data) - buf.tell()} trailing bytes", raw=data)
         return record
+
+
+def _defaults(schema: dict) -> dict[str, Any]:
+    """Top-level field defaults as Python values (Avro writes bytes defaults as JSON strings)."""
+    out = {}
+    for f in schema["fields"]:
+        if "default" in f:
+            out[f["name"]] = f["default"].encode("latin-1") if f["type"] == "bytes" else f["default"]
+    return out
 
 
 @lru_cache(maxsize=None)
