@@ -64,6 +64,19 @@ class Settings(BaseModel):
             raise config_error(exc, env_prefix="TOKENFUSE_") from None
         return cls(**values)
 
+    def to_env(self) -> dict[str, str]:
+        """TOKENFUSE_* variables that make `from_env()` in a child process rebuild these settings
+        (how the demo and tests start worker and sink processes). Contains secrets: pass it to a
+        child's environment, never log it."""
+        env = {}
+        for name, value in self:
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"TOKENFUSE_{name.upper()}"] = str(value)
+        return env
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
 

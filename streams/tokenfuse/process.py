@@ -1,0 +1,77 @@
+"""Start tokenfuse process roles (`tokenfuse worker`, `tokenfuse sink`) as child processes and
+wait until they are ready: used by the demo and by the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tokenfuse.config import Settings
+from tokenfuse.errors import TokenfuseError
+
+# The line each role logs once it processes data.
+READY_LINES = {"worker": "[^Worker]: Ready", "sink": "sink ready"}
+
+
+class RoleProcess:
+    def __init__(self, role: str, settings: Settings, log_path: Path, *args: str,
+                 extra_env: dict[str, str] | None = None):
+        self.role, self.settings, self.log_path, self.args = role, settings, log_path, args
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen | None = None
+        self._log_offset = 0
+
+    def start(self, timeout: float = 60.0) -> "RoleProcess":
+        """Start the process; return when it logged its ready line. Raises with the log's tail if
+        it exits or does not get ready in time."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        env = {**os.environ, **self.settings.to_env(), **self.extra_env}
+        loglevel = ("--loglevel", "info") if self.role == "worker" else ()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tokenfuse.cli.main", self.role, *loglevel, *self.args],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while READY_LINES[self.role] not in self._new_log():
+            if self.proc.poll() is not None:
+                raise TokenfuseError(f"{self.role} exited with {self.proc.returncode}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TokenfuseError(f"{self.role} not ready within {timeout:.0f}s:\n{self.tail()}")
+            time.sleep(0.1)
+        return self
+
+    def _new_log(self) -> str:
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_offset)
+            return f.read().decode("utf-8", "replace")
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self._new_log().splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, for recovery tests."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> "RoleProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

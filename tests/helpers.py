@@ -1,0 +1,64 @@
+"""Test helpers shared by the integration tests: producing usage, reading topics to the end."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from tokenfuse.codec import codec
+from tokenfuse.config import Settings
+
+
+def usage_event(agent: str, tokens: int, *, team: str = "search", org: str = "acme", when_ms: int | None = None,
+                event_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"event_id": event_id or str(uuid.uuid4()), "event_time": when_ms or int(time.time() * 1000),
+            "org": org, "team": team, "agent": agent, "model": "gpt-4o-mini", "provider": "openai",
+            "input_tokens": tokens, "output_tokens": 0, "cost_micro_usd": tokens, **extra}
+
+
+class UsageProducer:
+    def __init__(self, settings: Settings):
+        self.topic = settings.topic("usage")
+        self.producer = Producer({**settings.kafka_config, "enable.idempotence": True, "linger.ms": 1})
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.producer.produce(self.topic, key=event["agent"].encode(), value=codec("UsageEvent").encode(event),
+                              timestamp=event["event_time"])
+
+    def send_raw(self, key: bytes, value: bytes) -> None:
+        self.producer.produce(self.topic, key=key, value=value)
+
+    def flush(self) -> None:
+        assert self.producer.flush(30) == 0, "usage not delivered"
+
+
+def publish_budget(settings: Settings, **budget: Any) -> None:
+    p = Producer(settings.kafka_config)
+    record = {"timezone": "UTC", "thresholds": [{"percent": 100, "action": "block"}],
+              "updated_at": int(time.time() * 1000), **budget}
+    p.produce(settings.topic("budgets"), key=budget["id"].encode(), value=codec("Budget").encode(record))
+    assert p.flush(30) == 0
+
+
+def read_all(settings: Settings, topic: str, decode: Callable[[bytes], Any], *,
+             until: Callable[[list], bool], timeout: float = 30.0) -> list[tuple[bytes, Any, list]]:
+    """(key, decoded value, headers) of every committed record of `topic`, polling until
+    `until(records)` holds or `timeout` passes (the caller asserts on what came)."""
+    consumer = Consumer({**settings.kafka_config, "group.id": f"test-read-{uuid.uuid4().hex}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    name = settings.topic(topic)
+    parts = consumer.list_topics(name, timeout=10).topics[name].partitions
+    consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in parts])
+    records: list[tuple[bytes, Any, list]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not until(records) and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                records.append((msg.key(), decode(msg.value()), msg.headers() or []))
+    finally:
+        consumer.close()
+    return records

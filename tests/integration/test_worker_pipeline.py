@@ -1,0 +1,100 @@
+"""The worker against the real broker: budgets → block within 2 s of the crossing event,
+alerts fire once, bad input goes to the DLQ and the worker goes on."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.helpers import UsageProducer, publish_budget, read_all, usage_event
+from tokenfuse.codec import codec
+from tokenfuse.follow import CompactedTopicFollower, wait_until
+from tokenfuse.process import RoleProcess
+from tokenfuse.signing import decode_verified
+
+
+@pytest.fixture
+def worker(settings, tmp_path):
+    proc = RoleProcess("worker", settings, tmp_path / "worker.log").start(timeout=90)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def control(settings):
+    keys = {settings.control_key_id: settings.control_key.get_secret_value().encode()}
+    follower = CompactedTopicFollower(settings, settings.topic("control"), lambda b: decode_verified(b, keys))
+    yield follower
+    follower.close()
+
+
+def test_runaway_agent_is_blocked_within_two_seconds_and_others_are_not(settings, worker, control):
+    publish_budget(settings, id="per-agent", scope="agent:*", metric="total_tokens", window="1h", limit=1000,
+                   thresholds=[{"percent": 50, "action": "alert"}, {"percent": 100, "action": "block"}])
+    publish_budget(settings, id="team", scope="team:acme/search", metric="total_tokens", window="1h",
+                   limit=10_000)
+    usage = UsageProducer(settings)
+    for _ in range(9):  # 900 tokens each: under the per-agent limit
+        for agent in ("calm-1", "calm-2", "runaway"):
+            usage.send(usage_event(agent, 100))
+    usage.flush()
+    usage.send(usage_event("runaway", 100))  # crosses 1000
+    usage.flush()
+    crossed_at = time.monotonic()
+    assert wait_until(lambda: control.snapshot().get("agent:runaway", {}).get("state") == "block", timeout=10)
+    latency = time.monotonic() - crossed_at
+    assert latency < 2.0, f"block took {latency:.2f}s"
+
+    state = control.snapshot()["agent:runaway"]
+    assert (state["budget_id"], state["spent"], state["limit"]) == ("per-agent", 1000, 1000)
+    assert state["until"] - state["window_start"] == 3_600_000 and state["until"] > time.time() * 1000
+    # The others stay allowed; the team (2800 of 10000) is not blocked.
+    assert set(control.snapshot()) == {"agent:runaway"}
+
+    alerts = read_all(settings, "alerts", codec("Alert").decode, until=lambda r: len(r) >= 2, timeout=10)
+    assert sorted((a["scope"], a["threshold_percent"]) for _, a, _ in alerts) == [
+        ("agent:runaway", 50), ("agent:runaway", 100)]
+    # More spend by the blocked agent fires nothing again in this window.
+    usage.send(usage_event("runaway", 500))
+    usage.send(usage_event("calm-1", 50))
+    usage.flush()
+    later = read_all(settings, "alerts", codec("Alert").decode, until=lambda r: len(r) > 2, timeout=3)
+    assert len(later) == 2
+
+
+def test_malformed_messages_go_to_the_dlq_and_the_worker_goes_on(settings, worker, control):
+    publish_budget(settings, id="cap", scope="agent:*", metric="input_tokens", window="1m", limit=100)
+    usage = UsageProducer(settings)
+    usage.send_raw(b"x", b"not avro")
+    usage.send_raw(b"y", codec("Budget").encode({"id": "b", "scope": "global", "metric": "cost_micro_usd",
+                                                 "window": "day", "limit": 1}))
+    usage.send(usage_event("neg", -5))
+    usage.send(usage_event("after-bad-input", 150))
+    usage.flush()
+    assert wait_until(lambda: "agent:after-bad-input" in control.snapshot(), timeout=10)
+    dlq = read_all(settings, "dlq", bytes, until=lambda r: len(r) >= 3, timeout=10)
+    reasons = sorted(dict(h)["reason"].decode() for _, _, h in dlq)
+    assert len(reasons) == 3
+    assert any("no Avro single-object header" in r for r in reasons)
+    assert any("unknown schema fingerprint" in r for r in reasons)
+    assert any("input_tokens is negative" in r for r in reasons)
+    assert {k for k, _, _ in dlq} == {b"x", b"y", b"neg"}
+
+
+def test_duplicate_event_ids_count_once(settings, worker, control):
+    publish_budget(settings, id="cap", scope="agent:*", metric="input_tokens", window="1h", limit=300)
+    usage = UsageProducer(settings)
+    event = usage_event("dup", 200)
+    for _ in range(3):  # an SDK retrying or replaying its spool
+        usage.send(event)
+    usage.flush()
+    usage.send(usage_event("dup", 99))  # 299 < 300 if the duplicates counted once
+    usage.send(usage_event("marker", 1000))
+    usage.flush()
+    assert wait_until(lambda: "agent:marker" in control.snapshot(), timeout=10)
+    assert "agent:dup" not in control.snapshot()
+    usage.send(usage_event("dup", 1))  # exactly 300: blocks
+    usage.flush()
+    assert wait_until(lambda: "agent:dup" in control.snapshot(), timeout=10)
+    assert control.snapshot()["agent:dup"]["spent"] == 300
