@@ -1,0 +1,29 @@
+"""`tokenfuse kill SCOPE` and `tokenfuse release SCOPE`: the operators' manual kill switch."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    kill = sub.add_parser("kill", help="block a scope by hand (e.g. agent:bot-7, team:acme/search)")
+    kill.add_argument("scope")
+    kill.add_argument("--reason", required=True, help="why; shown to the blocked runtimes")
+    kill.add_argument("--until", help="expiry: a duration (30m, 2h) or an ISO time; default: until released")
+    kill.set_defaults(handler=run, state="block")
+    release = sub.add_parser("release", help="allow a blocked scope again")
+    release.add_argument("scope")
+    release.add_argument("--reason", default="released by operator")
+    release.set_defaults(handler=run, state="allow", until=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tokenfuse.config import Settings
+    from tokenfuse.manual import publish_manual_state
+
+    record = publish_manual_state(Settings.from_env(), args.scope, args.state, args.reason, args.until)
+    until = (" until " + datetime.fromtimestamp(record["until"] / 1000, timezone.utc).isoformat(timespec="seconds")
+             if record["until"] else "")
+    print(f"{args.scope}: {record['state']}{until} ({record['reason']})")
+    return 0
