@@ -1,0 +1,144 @@
+"""`Fuse`: what an agent runtime holds. It reports usage (record) and honours the kill switch (check).
+
+    fuse = Fuse.from_env()                       # TOKENFUSE_AGENT=bot-7 TOKENFUSE_CONTROL_KEY=...
+    with fuse.run("run-42"):                     # or: async with fuse.run("run-42")
+        fuse.check(model="gpt-4o")               # raises BudgetExceeded when a scope is blocked
+        ... call the model ...
+        fuse.record("gpt-4o", input_tokens=812, output_tokens=95)
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import time
+import uuid
+from typing import Any, Callable, Mapping
+
+from tokenfuse.config import Settings
+from tokenfuse.errors import ConfigError
+from tokenfuse.sdk.killswitch import KillSwitch
+from tokenfuse.sdk.options import FuseOptions
+from tokenfuse.sdk.reporter import Reporter
+
+# The run of the current thread or asyncio task, set by `with fuse.run(...)`.
+_current_run: contextvars.ContextVar[str | None] = contextvars.ContextVar("tokenfuse_run", default=None)
+
+
+class Fuse:
+    def __init__(self, settings: Settings, options: FuseOptions, *,
+                 on_block: Callable[[dict[str, Any]], None] | None = None,
+                 on_release: Callable[[str], None] | None = None):
+        if settings.control_key is None:
+            raise ConfigError("invalid settings:", [
+                "TOKENFUSE_CONTROL_KEY: required, the kill switch verifies every control state with it"])
+        self.settings, self.options = settings, options
+        self._org, self._team, self._agent = options.org, options.team, options.agent
+        self._user, self._tags, self._provider = options.user, dict(options.tags), options.provider
+        spool_dir = options.spool_dir or settings.data_dir / "spool" / options.agent
+        self._reporter = Reporter(settings, options, spool_dir)
+        self.kill_switch = KillSwitch(
+            settings, options, {settings.control_key_id: settings.control_key.get_secret_value().encode()},
+            on_block=on_block, on_release=on_release)
+        self._closed = False
+        atexit.register(self.close)
+
+    @classmethod
+    def from_env(cls, **options: Any) -> "Fuse":
+        """Settings and options from TOKENFUSE_* variables; keyword arguments override options."""
+        return cls(Settings.from_env(), FuseOptions.from_env(**options))
+
+    # -- reporting ---------------------------------------------------------------------------------
+
+    def record(self, model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0,
+               cost_micro_usd: int | None = None, provider: str | None = None, user: str | None = None,
+               tags: Mapping[str, str] | None = None, run: str | None = None) -> None:
+        """Report one LLM call's usage. Returns at once (about a microsecond); the event gets its
+        event_id and is encoded and sent on a background thread. Event time is now."""
+        if (input_tokens | output_tokens | cached_tokens) < 0:
+            raise ValueError("token counts must not be negative")
+        self._reporter.submit({
+            "event_time": time.time_ns() // 1_000_000,
+            "org": self._org, "team": self._team, "agent": self._agent,
+            "run": run or _current_run.get(), "user": user or self._user,
+            "model": model, "provider": provider or self._provider,
+            "input_tokens": input_tokens, "output_tokens": output_tokens, "cached_tokens": cached_tokens,
+            "cost_micro_usd": cost_micro_usd, "tags": {**self._tags, **tags} if tags else self._tags,
+        })
+
+    # -- the kill switch ---------------------------------------------------------------------------
+
+    def check(self, model: str | None = None, user: str | None = None,
+              tags: Mapping[str, str] | None = None, run: str | None = None) -> int:
+        """Raise BudgetExceeded if this call's scopes (global, org, team, agent, run, user, model,
+        tags) are blocked; else return the throttle delay in ms to honour before the call."""
+        return self.kill_switch.check(run or _current_run.get(), user or self._user, model,
+                                      {**self._tags, **tags} if tags else self._tags)
+
+    def run(self, run_id: str | None = None) -> "Run":
+        """A run context: records and checks inside it carry this run id (a new uuid if None)."""
+        return Run(self, run_id or str(uuid.uuid4()))
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: delivered, failed (then spooled), spooled, replayed, invalid, dropped (spool
+        full), rejected_control (unsigned/forged control states)."""
+        spool = self._reporter.spool
+        return {**self._reporter.stats, "dropped": spool.dropped,
+                "rejected_control": self.kill_switch.rejected}
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything recorded so far is acknowledged by the broker or spooled."""
+        return self._reporter.flush(timeout)
+
+    def close(self) -> None:
+        """Send what is pending (spooling what the broker does not take within close_timeout_s)
+        and stop the background threads. Called at interpreter exit too."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        self._reporter.close()
+        self.kill_switch.close()
+
+    def __enter__(self) -> "Fuse":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "Fuse":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Run:
+    """`with fuse.run(id) as run:` / `async with ...`: the run id applies to fuse.record/check
+    calls in this thread or task (a context variable), and to run.record/run.check anywhere."""
+
+    def __init__(self, fuse: Fuse, run_id: str):
+        self.fuse, self.run_id = fuse, run_id
+        self._token: contextvars.Token | None = None
+
+    def record(self, model: str, input_tokens: int, output_tokens: int, **kwargs: Any) -> None:
+        self.fuse.record(model, input_tokens, output_tokens, run=self.run_id, **kwargs)
+
+    def check(self, **kwargs: Any) -> int:
+        return self.fuse.check(run=self.run_id, **kwargs)
+
+    def __enter__(self) -> "Run":
+        self._token = _current_run.set(self.run_id)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current_run.reset(self._token)
+
+    async def __aenter__(self) -> "Run":
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.__exit__()

@@ -1,0 +1,48 @@
+"""What an agent runtime configures beyond the shared Settings: who it is, and its local bounds.
+
+`FuseOptions(...)` never reads the environment; `FuseOptions.from_env()` reads TOKENFUSE_ORG,
+TOKENFUSE_TEAM, TOKENFUSE_AGENT, TOKENFUSE_SPOOL_DIR, ... (the field names upper-cased).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokenfuse.config import Settings
+
+
+class FuseOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    org: str = Field("default", min_length=1, description="Default attribution: organisation.")
+    team: str = Field("default", min_length=1, description="Default attribution: team.")
+    agent: str = Field(..., min_length=1, description="Default attribution: agent id (the Kafka key).")
+    user: str | None = Field(None, description="Default end user, if the runtime serves one.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Tags added to every event.")
+    provider: str = Field("unknown", description="Default provider name on events.")
+
+    queue_max_events: int = Field(
+        100_000, ge=1, description="Events waiting in memory for the background sender; past this, "
+        "record() writes to the spool itself.")
+    kafka_queue_max_messages: int = Field(100_000, ge=1, description="librdkafka's in-memory bound.")
+    delivery_timeout_ms: int = Field(
+        10_000, ge=1000, description="An event the broker has not acknowledged by then goes to the spool.")
+    spool_dir: Path | None = Field(None, description="Local disk spool; default <data_dir>/spool/<agent>.")
+    spool_max_bytes: int = Field(256 * 1024 * 1024, ge=4096, description="Disk bound of the spool.")
+    close_timeout_s: float = Field(5.0, ge=0, description="How long close()/exit waits for the broker "
+                                   "before spooling what is left.")
+
+    fail_policy: Literal["open", "closed"] = Field(
+        "open", description="When the control topic is unreadable for fail_after_s: open = allow and "
+        "warn, closed = block every call.")
+    fail_after_s: float = Field(30.0, gt=0, description="Seconds without reading the control topic "
+                                "before the fail policy applies.")
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> "FuseOptions":
+        """Read TOKENFUSE_* variables; explicit overrides win. Raises ConfigError listing all problems."""
+        # The same reading rules as Settings.from_env (one implementation, run for this class).
+        return Settings.from_env.__func__(cls, **overrides)  # type: ignore[attr-defined]

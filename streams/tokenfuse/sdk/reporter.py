@@ -1,0 +1,219 @@
+"""Gets usage events from record() to the usage topic without ever making the caller wait.
+
+record() only appends a dict to an in-memory deque (well under a microsecond). A background
+thread gives each event its event_id, Avro-encodes it (~10 µs, the bulk of the cost, which is why
+it is not done on the caller's thread) and hands it to librdkafka (idempotent, acks=all, lz4,
+5 ms linger). Whatever the broker does not take goes to the disk spool: events produced while the
+broker is known to be down, librdkafka's queue being full, delivery failures reported by the
+delivery callback, and at close whatever is still unacknowledged (purged, then spooled). Spooled
+records are replayed with their original bytes, so event_ids stay the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from functools import partial
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer
+
+from tokenfuse.codec import codec
+from tokenfuse.config import Settings
+from tokenfuse.sdk.options import FuseOptions
+from tokenfuse.sdk.spool import Segment, Spool
+
+log = logging.getLogger(__name__)
+
+_PROBE_EVERY_S = 1.0
+_IDLE_WAKE_S = 0.1
+_BUSY_WAKE_S = 0.005
+_REPLAY_BATCH = 1000
+
+
+class Reporter:
+    def __init__(self, settings: Settings, options: FuseOptions, spool_dir):
+        self._topic = settings.topic("usage")
+        self._codec = codec("UsageEvent")
+        self._max_pending = options.queue_max_events
+        self._close_timeout = options.close_timeout_s
+        self._producer = Producer({
+            **settings.kafka_config,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "lz4",
+            "linger.ms": 5,
+            "queue.buffering.max.messages": options.kafka_queue_max_messages,
+            "message.timeout.ms": options.delivery_timeout_ms,
+        })
+        self.spool = Spool(spool_dir, options.spool_max_bytes)
+        self._pending: deque[dict[str, Any]] = deque()
+        self._wake = threading.Event()
+        self._closing = False
+        self._broker_down = False
+        self._last_probe = 0.0
+        self._replaying: Segment | None = None
+        self._replay_next = 0
+        self._stats_lock = threading.Lock()
+        self.stats = {"delivered": 0, "failed": 0, "spooled": 0, "replayed": 0, "invalid": 0}
+        self._thread = threading.Thread(target=self._run, name="tokenfuse-reporter", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side -------------------------------------------------------------------------
+
+    def submit(self, event: dict[str, Any]) -> None:
+        """Hand an event (without event_id) to the sender. Never blocks on the broker."""
+        pending = self._pending
+        if len(pending) >= self._max_pending:
+            # The sender is far behind: keep the event on disk rather than grow memory.
+            self._spool(*self._encode(event))
+            return
+        pending.append(event)
+        if len(pending) == 1:
+            self._wake.set()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every submitted event is acknowledged by the broker or spooled. Delivery
+        reports are served by the sender thread only, so this just watches for it to finish."""
+        deadline = time.monotonic() + timeout
+        while self._pending or len(self._producer):
+            if time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.005)
+        return True
+
+    def close(self) -> None:
+        """Send or spool everything: after this returns nothing is only in memory."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        self._thread.join()
+        if self._producer.flush(self._close_timeout) > 0:
+            # Still unacknowledged: purge makes librdkafka report each one, and the callback spools it.
+            self._producer.purge()
+            self._producer.flush(1.0)
+        if self._replaying is not None:
+            self._abandon_replay()
+        self.spool.close()
+
+    # -- the sender thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            # While librdkafka holds messages, wake often enough to serve their delivery reports.
+            self._wake.wait(_BUSY_WAKE_S if len(self._producer) else _IDLE_WAKE_S)
+            self._wake.clear()
+            self._drain()
+            self._producer.poll(0)
+            if self._closing:
+                return
+            if self._broker_down:
+                self._probe()
+            elif self._replaying is not None or self.spool.pending():
+                self._replay_some()
+
+    def _drain(self) -> None:
+        pending, produced = self._pending, 0
+        while pending:
+            key, value, ts = self._encode(pending.popleft())
+            if not value:
+                continue
+            if self._broker_down:
+                self._spool(key, value, ts)
+                continue
+            try:
+                self._producer.produce(self._topic, value, key, on_delivery=self._on_delivery, timestamp=ts)
+            except BufferError:
+                self._spool(key, value, ts)
+            produced += 1
+            if produced % 1000 == 0:
+                self._producer.poll(0)
+
+    def _encode(self, event: dict[str, Any]) -> tuple[bytes, bytes, int]:
+        event["event_id"] = str(uuid.uuid4())
+        try:
+            return event["agent"].encode(), self._codec.encode(event), event["event_time"]
+        except Exception as exc:  # a caller passed a value of the wrong type: nothing to send or spool
+            self._count("invalid")
+            log.error("tokenfuse: usage event not recorded, it does not fit the UsageEvent schema: %s", exc)
+            return b"", b"", 0
+
+    def _spool(self, key: bytes, value: bytes, ts: int) -> None:
+        if self.spool.append(key, value, ts):
+            self._count("spooled")
+
+    def _on_delivery(self, err, msg) -> None:
+        if err is None:
+            self._count("delivered")
+            self._broker_down = False
+            return
+        self._count("failed")
+        if not self._broker_down:
+            log.warning("tokenfuse: usage events go to the local spool until the broker is back (%s)", err)
+        self._broker_down = True
+        self._spool(msg.key(), msg.value(), msg.timestamp()[1])
+
+    def _count(self, what: str) -> None:
+        with self._stats_lock:
+            self.stats[what] += 1
+
+    def _probe(self) -> None:
+        """While the broker is down, ask it for metadata once a second; on an answer, resume."""
+        now = time.monotonic()
+        if now - self._last_probe < _PROBE_EVERY_S:
+            return
+        self._last_probe = now
+        try:
+            self._producer.list_topics(self._topic, timeout=0.5)
+        except KafkaException:
+            return
+        log.warning("tokenfuse: the broker is back; replaying the local spool")
+        self._broker_down = False
+
+    # -- replay --------------------------------------------------------------------------------------
+
+    def _replay_some(self) -> None:
+        if self._replaying is None:
+            self._replaying, self._replay_next = self.spool.claim(), 0
+            if self._replaying is None:
+                return
+        segment = self._replaying
+        stop = min(len(segment.records), self._replay_next + _REPLAY_BATCH)
+        while self._replay_next < stop and not self._broker_down:
+            key, value, ts = segment.records[self._replay_next]
+            try:
+                self._producer.produce(self._topic, value, key, timestamp=ts,
+                                       on_delivery=partial(self._on_replay_delivery, segment))
+            except BufferError:
+                return
+            self._replay_next += 1
+        if self._replay_next >= len(segment.records):
+            segment.records = []
+            self._replaying = None
+            if segment.outstanding == 0:
+                self.spool.release(segment)
+        else:
+            self._wake.set()  # more to send: come back without waiting
+
+    def _on_replay_delivery(self, segment: Segment, err, msg) -> None:
+        if err is None:
+            self._count("replayed")
+        self._on_delivery(err, msg)  # a failure goes back into the spool
+        segment.outstanding -= 1
+        if segment.outstanding == 0 and segment is not self._replaying:
+            self.spool.release(segment)
+
+    def _abandon_replay(self) -> None:
+        """At close: records of the segment not sent yet are spooled anew, so it can go."""
+        segment = self._replaying
+        for key, value, ts in segment.records[self._replay_next:]:
+            self._spool(key, value, ts)
+        segment.outstanding -= len(segment.records) - self._replay_next
+        self._replaying = None
+        if segment.outstanding == 0:
+            self.spool.release(segment)
