@@ -38,7 +38,7 @@ class Settings(BaseModel):
     control_key_id: str = Field("default", description="Name of the signing key, for rotation.")
     app_id: str = Field("tokenfuse-worker", description="Faust app id = consumer group.")
     web_host: str = Field("127.0.0.1", description="The worker's web server (metrics, /sql).")
-    web_port: int = Field(6066, ge=0, le=65535)
+    web_port: int = Field(6066, ge=0, le=65535, description="0 disables the worker's web server.")
     grace_seconds: int = Field(60, ge=0, description="Late events within this are still counted.")
     dedupe_seconds: int = Field(3600, ge=60, description="How long an event_id is remembered.")
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"

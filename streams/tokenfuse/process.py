@@ -19,9 +19,11 @@ READY_LINES = {"worker": "[^Worker]: Ready", "sink": "sink ready"}
 
 class RoleProcess:
     def __init__(self, role: str, settings: Settings, log_path: Path, *args: str,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, module: str = "tokenfuse.cli.main"):
+        """`python -m <module> <role> <args>`; a Faust app of one's own (benchmarks) passes its
+        module and role "worker" to be awaited like the worker."""
         self.role, self.settings, self.log_path, self.args = role, settings, log_path, args
-        self.extra_env = extra_env or {}
+        self.extra_env, self.module = extra_env or {}, module
         self.proc: subprocess.Popen | None = None
         self._log_offset = 0
 
@@ -34,7 +36,7 @@ class RoleProcess:
         loglevel = ("--loglevel", "info") if self.role == "worker" else ()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tokenfuse.cli.main", self.role, *loglevel, *self.args],
+                [sys.executable, "-m", self.module, self.role, *loglevel, *self.args],
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout

@@ -66,7 +66,7 @@ def test_runaway_agent_is_blocked_within_two_seconds_and_others_are_not(settings
 def test_malformed_messages_go_to_the_dlq_and_the_worker_goes_on(settings, worker, control):
     publish_budget(settings, id="cap", scope="agent:*", metric="input_tokens", window="1m", limit=100)
     usage = UsageProducer(settings)
-    usage.send_raw(b"x", b"not avro")
+    usage.send_raw(b"x", b"this is not avro at all")
     usage.send_raw(b"y", codec("Budget").encode({"id": "b", "scope": "global", "metric": "cost_micro_usd",
                                                  "window": "day", "limit": 1}))
     usage.send(usage_event("neg", -5))
