@@ -22,7 +22,9 @@ def usage_event(agent: str, tokens: int, *, team: str = "search", org: str = "ac
 class UsageProducer:
     def __init__(self, settings: Settings):
         self.topic = settings.topic("usage")
-        self.producer = Producer({**settings.kafka_config, "enable.idempotence": True, "linger.ms": 1})
+        # Compressed like real runtimes send it: the worker (aiokafka) must decode it.
+        self.producer = Producer({**settings.kafka_config, "enable.idempotence": True, "linger.ms": 1,
+                                  "compression.type": "zstd"})
 
     def send(self, event: dict[str, Any]) -> None:
         self.producer.produce(self.topic, key=event["agent"].encode(), value=codec("UsageEvent").encode(event),
