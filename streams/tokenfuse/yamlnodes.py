@@ -21,17 +21,22 @@ class Problems:
 
     def __init__(self, source: str):
         self.source = source
-        self.items: list[str] = []
+        self._found: list[tuple[int, str]] = []
 
     def add(self, node: yaml.Node | None, path: str, message: str) -> None:
-        line = f":{node.start_mark.line + 1}" if node is not None else ""
-        self.items.append(f"{self.source}{line}: {path + ': ' if path else ''}{message}")
+        line = node.start_mark.line + 1 if node is not None else 0
+        where = f":{line}" if line else ""
+        self._found.append((line, f"{self.source}{where}: {path + ': ' if path else ''}{message}"))
+
+    def __len__(self) -> int:
+        return len(self._found)
 
     def raise_if_any(self, what: str) -> None:
-        if self.items:
-            count = len(self.items)
-            raise ConfigError(f"{self.source}: invalid {what} ({count} problem{'s' * (count > 1)}):",
-                              self.items)
+        """One ConfigError with every problem, in file order (problems without a line first)."""
+        if self._found:
+            count = len(self._found)
+            problems = [text for _, text in sorted(self._found, key=lambda found: found[0])]
+            raise ConfigError(f"{self.source}: invalid {what} ({count} problem{'s' * (count > 1)}):", problems)
 
 
 def compose_file(path: Path, source: str | None = None) -> yaml.Node | None:
@@ -50,7 +55,10 @@ def compose_text(text: str, source: str) -> yaml.Node | None:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{source}{line}: YAML syntax error: {exc.problem or exc.context}") from None
+        context = ""
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            context = f" ({exc.context} started at line {exc.context_mark.line + 1})"
+        raise ConfigError(f"{source}{line}: YAML syntax error: {exc.problem or exc.context}{context}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: YAML error: {exc}") from None
 

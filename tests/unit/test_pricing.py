@@ -109,13 +109,13 @@ def test_every_problem_is_reported_with_its_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         PriceCatalog.load(path)
     assert err.value.problems == [
-        f"{path}:8: unknown field 'extra' (known: version, fallback, providers)",
         f"{path}:1: version: must be a number or a non-empty string, got ''",
         f"{path}:2: fallback.output: must be a non-negative number of USD per 1M tokens, got 'x'",
         f"{path}:5: providers.openai.gpt-4o: unknown field 'cahced_input' (did you mean 'cached_input'?)",
         f"{path}:5: providers.openai.gpt-4o.input: must be a non-negative number of USD per 1M tokens, got -1",
         f"{path}:6: providers.openai.gpt-4o-mini.input: 1E-7 has more than 6 decimals",
         f"{path}:7: providers.openai.o3: missing required field 'output'",
+        f"{path}:8: unknown field 'extra' (known: version, fallback, providers)",
     ]
 
 

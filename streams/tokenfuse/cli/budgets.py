@@ -1,0 +1,87 @@
+"""`tokenfuse budgets validate|apply|list|delete`: budgets as code on the compacted budgets topic."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from tokenfuse.budgets.spec import load_budgets
+from tokenfuse.config import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("budgets", help="validate, apply, list or delete budgets")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    validate = actions.add_parser("validate", help="check a budgets file, change nothing")
+    validate.add_argument("file", type=Path)
+    validate.set_defaults(handler=run_validate)
+    apply = actions.add_parser("apply", help="publish a budgets file; budgets absent from it are deleted")
+    apply.add_argument("file", type=Path)
+    apply.add_argument("--dry-run", action="store_true", help="show what would change, publish nothing")
+    apply.add_argument("--no-prune", action="store_true", help="keep budgets that are absent from the file")
+    apply.set_defaults(handler=run_apply)
+    listing = actions.add_parser("list", help="show the budgets in force")
+    listing.set_defaults(handler=run_list)
+    delete = actions.add_parser("delete", help="delete one budget by id")
+    delete.add_argument("id")
+    delete.set_defaults(handler=run_delete)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    budgets = load_budgets(args.file)
+    print(f"{args.file}: {len(budgets)} budget(s) OK")
+    return 0
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    from tokenfuse.budgets.store import plan_apply, publish, read_budgets
+
+    wanted = load_budgets(args.file)
+    settings = Settings.from_env()
+    plan = plan_apply(read_budgets(settings), wanted, prune=not args.no_prune)
+    if not args.dry_run:
+        publish(settings, plan.puts, plan.deleted)
+    verb = "would be " if args.dry_run else ""
+    for label, ids in (("created", plan.created), ("changed", plan.changed),
+                       ("unchanged", plan.unchanged), ("deleted", plan.deleted)):
+        for budget_id in ids:
+            print(f"{budget_id}: {verb}{label}")
+    print(f"{len(plan.created)} {verb}created, {len(plan.changed)} {verb}changed, "
+          f"{len(plan.unchanged)} unchanged, {len(plan.deleted)} {verb}deleted")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from tokenfuse.budgets.store import read_budgets
+
+    budgets = sorted(read_budgets(Settings.from_env()).values(), key=lambda b: b["id"])
+    print(format_table(budgets) if budgets else "no budgets")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    from tokenfuse.budgets.store import delete_budget
+
+    delete_budget(Settings.from_env(), args.id)
+    print(f"{args.id}: deleted")
+    return 0
+
+
+# The columns of `budgets list`. Current spend and % used per scope come from the worker's totals
+# (or ClickHouse) and are added here as further columns when that query exists.
+COLUMNS = ("id", "scope", "metric", "window", "limit", "thresholds")
+
+
+def budget_row(budget: dict[str, Any]) -> tuple[str, ...]:
+    window = budget["window"]
+    if window in ("day", "month") and budget["timezone"] != "UTC":
+        window += f"@{budget['timezone']}"
+    thresholds = ",".join(f"{t['percent']}%{t['action']}" for t in budget["thresholds"])
+    return (budget["id"], budget["scope"], budget["metric"], window, f"{budget['limit']:,}", thresholds)
+
+
+def format_table(budgets: list[dict[str, Any]]) -> str:
+    rows = [COLUMNS] + [budget_row(b) for b in budgets]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
