@@ -139,6 +139,12 @@ def test_structural_mistakes(tmp_path):
             limit: "10"
             window: rolling:2h
             thresholds: []
+          - id: y
+            scope: org:acme
+            metric: total_tokens
+            limit: 10
+            window: 1h
+            thresholds: [{}]
         """)
     assert problems(path) == [
         "budgets.yaml:2: budgets[0]: must be a mapping, got 'just-a-string'",
@@ -147,6 +153,8 @@ def test_structural_mistakes(tmp_path):
         "budgets.yaml:7: budgets[1].limit: must be a positive integer, got '10'",
         "budgets.yaml:8: budgets[1].window: rolling window 'rolling:2h' is longer than 1h; use a tumbling window",
         "budgets.yaml:9: budgets[1].thresholds: must list at least one threshold (or be left out for 100% block)",
+        "budgets.yaml:15: budgets[2].thresholds[0]: missing required field 'percent'",
+        "budgets.yaml:15: budgets[2].thresholds[0]: missing required field 'action'",
     ]
 
 

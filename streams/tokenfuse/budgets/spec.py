@@ -52,13 +52,13 @@ def load_budgets(path: Path, source: str | None = None, *, now_ms: int | None = 
 
 
 def parse_budgets(root: yaml.Node | None, source: str, *, now_ms: int | None = None) -> list[dict[str, Any]]:
+    """Budget records from a composed YAML document (see yamlnodes.compose_text)."""
     problems = Problems(source)
     updated_at = int(time.time() * 1000) if now_ms is None else now_ms
     budgets: list[dict[str, Any]] = []
-    top = mapping(root, "", problems) if root is not None else None
     if root is None:
         problems.add(None, "", "the file is empty; expected a 'budgets:' list")
-    elif top is not None:
+    elif (top := mapping(root, "", problems)) is not None:
         unknown_keys(top, ("budgets",), "", problems)
         if "budgets" not in top:
             problems.add(root, "", "missing the 'budgets:' list")
@@ -163,9 +163,9 @@ def _thresholds(node: yaml.Node, path: str, problems: Problems) -> list[dict[str
             continue
         unknown_keys(fields, ("percent", "action"), where, problems)
         percent = action = None
-        if "percent" not in fields or "action" not in fields:
-            missing = [name for name in ("percent", "action") if name not in fields]
-            problems.add(item, where, f"missing required field {missing[0]!r}")
+        for name in ("percent", "action"):
+            if name not in fields:
+                problems.add(item, where, f"missing required field {name!r}")
         if "percent" in fields:
             pnode = fields["percent"][1]
             raw = value(pnode)
