@@ -29,7 +29,9 @@ class FuseOptions(BaseModel):
         "record() writes to the spool itself.")
     kafka_queue_max_messages: int = Field(100_000, ge=1, description="librdkafka's in-memory bound.")
     delivery_timeout_ms: int = Field(
-        10_000, ge=1000, description="An event the broker has not acknowledged by then goes to the spool.")
+        120_000, ge=1000, description="How long librdkafka retries an event it holds (idempotently, so "
+        "no duplicates) before it goes to the spool. New events go to the spool as soon as the "
+        "brokers are seen down.")
     spool_dir: Path | None = Field(None, description="Local disk spool; default <data_dir>/spool/<agent>.")
     spool_max_bytes: int = Field(256 * 1024 * 1024, ge=4096, description="Disk bound of the spool.")
     close_timeout_s: float = Field(5.0, ge=0, description="How long close()/exit waits for the broker "

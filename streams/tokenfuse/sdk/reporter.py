@@ -19,7 +19,7 @@ from collections import deque
 from functools import partial
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from tokenfuse.codec import codec
 from tokenfuse.config import Settings
@@ -29,9 +29,14 @@ from tokenfuse.sdk.spool import Segment, Spool
 log = logging.getLogger(__name__)
 
 _PROBE_EVERY_S = 1.0
-_IDLE_WAKE_S = 0.1
+_IDLE_WAKE_S = 0.05
 _BUSY_WAKE_S = 0.005
 _REPLAY_BATCH = 1000
+# Python threads share one GIL, and a thread waiting for it can wait up to the switch interval
+# (5 ms) while another runs Python code. The sender pauses briefly after every few dozen events of
+# work, so an agent thread returning from I/O gets the GIL back within a fraction of a millisecond.
+_YIELD_EVERY = 32
+_YIELD_S = 0.0001
 
 
 class Reporter:
@@ -48,6 +53,7 @@ class Reporter:
             "linger.ms": 5,
             "queue.buffering.max.messages": options.kafka_queue_max_messages,
             "message.timeout.ms": options.delivery_timeout_ms,
+            "error_cb": self._on_error,
         })
         self.spool = Spool(spool_dir, options.spool_max_bytes)
         self._pending: deque[dict[str, Any]] = deque()
@@ -55,6 +61,8 @@ class Reporter:
         self._closing = False
         self._broker_down = False
         self._last_probe = 0.0
+        self._last_busy = 0.0
+        self._reports = 0
         self._replaying: Segment | None = None
         self._replay_next = 0
         self._stats_lock = threading.Lock()
@@ -71,9 +79,10 @@ class Reporter:
             # The sender is far behind: keep the event on disk rather than grow memory.
             self._spool(*self._encode(event))
             return
+        # No wake-up signal here: setting an Event takes a lock the sender thread may hold, and
+        # the hand-over of that lock and the GIL can stall the caller for milliseconds. The sender
+        # looks at the deque every few milliseconds instead.
         pending.append(event)
-        if len(pending) == 1:
-            self._wake.set()
 
     def flush(self, timeout: float) -> bool:
         """Wait until every submitted event is acknowledged by the broker or spooled. Delivery
@@ -105,9 +114,13 @@ class Reporter:
 
     def _run(self) -> None:
         while True:
-            # While librdkafka holds messages, wake often enough to serve their delivery reports.
-            self._wake.wait(_BUSY_WAKE_S if len(self._producer) else _IDLE_WAKE_S)
+            # Tick fast while there is traffic; after a quiet second, slower (an idle runtime
+            # costs next to nothing, and the first event after a pause waits at most _IDLE_WAKE_S).
+            busy = self._pending or len(self._producer) or time.monotonic() - self._last_busy < 1.0
+            self._wake.wait(_BUSY_WAKE_S if busy else _IDLE_WAKE_S)
             self._wake.clear()
+            if self._pending:
+                self._last_busy = time.monotonic()
             self._drain()
             self._producer.poll(0)
             if self._closing:
@@ -131,8 +144,9 @@ class Reporter:
             except BufferError:
                 self._spool(key, value, ts)
             produced += 1
-            if produced % 1000 == 0:
+            if produced % _YIELD_EVERY == 0:
                 self._producer.poll(0)
+                time.sleep(_YIELD_S)
 
     def _encode(self, event: dict[str, Any]) -> tuple[bytes, bytes, int]:
         event["event_id"] = str(uuid.uuid4())
@@ -148,15 +162,32 @@ class Reporter:
             self._count("spooled")
 
     def _on_delivery(self, err, msg) -> None:
+        # poll() serves every queued report in one call (thousands when a timeout hits a backlog).
+        self._reports += 1
+        if self._reports % _YIELD_EVERY == 0:
+            time.sleep(_YIELD_S)
         if err is None:
             self._count("delivered")
             self._broker_down = False
             return
         self._count("failed")
+        self._mark_down(err)
+        self._spool(msg.key(), msg.value(), msg.timestamp()[1])
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka lost the brokers: new events go straight to the spool until a probe or a
+        delivery succeeds. Events already handed to librdkafka stay there: it retries them
+        idempotently (the broker drops repeats), which a spooled copy could not guarantee for an
+        event that was in flight when the connection died."""
+        if err.fatal():
+            log.error("tokenfuse: the usage producer failed: %s", err)
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._mark_down(err)
+
+    def _mark_down(self, err: KafkaError) -> None:
         if not self._broker_down:
             log.warning("tokenfuse: usage events go to the local spool until the broker is back (%s)", err)
         self._broker_down = True
-        self._spool(msg.key(), msg.value(), msg.timestamp()[1])
 
     def _count(self, what: str) -> None:
         with self._stats_lock:
@@ -192,6 +223,8 @@ class Reporter:
             except BufferError:
                 return
             self._replay_next += 1
+            if self._replay_next % _YIELD_EVERY == 0:
+                time.sleep(_YIELD_S)
         if self._replay_next >= len(segment.records):
             segment.records = []
             self._replaying = None

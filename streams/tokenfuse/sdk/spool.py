@@ -27,7 +27,7 @@ from typing import BinaryIO, Iterator
 log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct("<IIqH")  # length of the rest, crc32 of the rest, timestamp, key length
-_SEGMENT_BYTES = 4 * 1024 * 1024
+_SEGMENT_BYTES = 1024 * 1024
 _DROP_LOG_EVERY_S = 10.0
 
 
@@ -158,7 +158,7 @@ class Spool:
 
 def _read_frames(handle: BinaryIO, path: Path) -> Iterator[tuple[bytes, bytes, int]]:
     data = handle.read()
-    pos = 0
+    pos = count = 0
     while pos + 8 <= len(data):
         length, crc = struct.unpack_from("<II", data, pos)
         rest = data[pos + 8:pos + 8 + length]
@@ -168,3 +168,6 @@ def _read_frames(handle: BinaryIO, path: Path) -> Iterator[tuple[bytes, bytes, i
         timestamp, key_len = struct.unpack_from("<qH", rest)
         yield rest[10:10 + key_len], rest[10 + key_len:], timestamp
         pos += 8 + length
+        count += 1
+        if count % 32 == 0:
+            time.sleep(0.0001)  # let agent threads have the GIL (see reporter._YIELD_EVERY)
