@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-from tokenfuse.codec import codec
+from tests.sdk_helpers import read_usage_to_end
 from tokenfuse.config import Settings
 from tokenfuse.errors import BudgetExceeded
 from tokenfuse.follow import wait_until
@@ -28,30 +26,6 @@ def _settings(bootstrap: str, tmp_path: Path) -> Settings:
                  data_dir=tmp_path / "data", control_key=f"key-{tag}")
     create_topics(s)
     return s
-
-
-def read_to_end(settings: Settings, topic: str) -> list[dict]:
-    """Every committed UsageEvent in the topic, up to its end as of now (call it after a flush)."""
-    consumer = Consumer({**settings.kafka_config, "group.id": f"test-{uuid.uuid4().hex}",
-                         "isolation.level": "read_committed", "enable.partition.eof": True})
-    name = settings.topic(topic)
-    partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
-    consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
-    events, at_end, deadline = [], set(), time.monotonic() + 60
-    decode = codec("UsageEvent").decode
-    try:
-        while len(at_end) < len(partitions) and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                at_end.add(msg.partition())
-            else:
-                events.append(decode(msg.value()))
-    finally:
-        consumer.close()
-    assert len(at_end) == len(partitions), "did not reach the end of the topic"
-    return events
 
 
 class Agent(threading.Thread):
@@ -100,7 +74,7 @@ def test_broker_outage_record_never_blocks_and_every_event_arrives_once(private_
     assert durations_us[-1] < 5000, f"a record() call took {durations_us[-1]:.0f} µs"
     assert fuse.stats["dropped"] == 0 and fuse.stats["invalid"] == 0
 
-    events = read_to_end(settings, "usage")
+    events = read_usage_to_end(settings)
     ids = [e["event_id"] for e in events]
     assert len(events) == recorded, f"{len(events)} records for {recorded} recorded ({len(set(ids))} distinct)"
     assert len(set(ids)) == recorded
@@ -121,7 +95,7 @@ def test_spool_survives_a_runtime_that_exits_while_the_broker_is_down(private_br
     second = Fuse(settings, options)  # same spool dir: replays the first runtime's events
     assert wait_until(lambda: second.stats["replayed"] >= 50, 60), second.stats
     second.close()
-    assert sorted(int(e["tags"]["seq"]) for e in read_to_end(settings, "usage")) == list(range(50))
+    assert sorted(int(e["tags"]["seq"]) for e in read_usage_to_end(settings)) == list(range(50))
 
 
 def test_fail_policy_when_the_control_topic_is_unreadable(private_broker, tmp_path):
