@@ -13,12 +13,15 @@ import threading
 import time
 from typing import Any, Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from tokenfuse.config import Settings
 from tokenfuse.errors import DecodeError
 
 log = logging.getLogger(__name__)
+
+_NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+              KafkaError.UNKNOWN_TOPIC_OR_PART}
 
 
 class CompactedTopicFollower:
@@ -36,7 +39,7 @@ class CompactedTopicFollower:
         })
         meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
         self._partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-        self._ends = {p.partition: self._consumer.get_watermark_offsets(p, timeout=10)[1] for p in self._partitions}
+        self._ends = {p.partition: self._high_watermark(p) for p in self._partitions}
         self._consumer.assign(self._partitions)
         self._values: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -47,6 +50,17 @@ class CompactedTopicFollower:
         self._check_caught_up({})
         self._thread = threading.Thread(target=self._run, name=f"follow-{topic}", daemon=True)
         self._thread.start()
+
+    def _high_watermark(self, tp: TopicPartition, timeout: float = 15.0) -> int:
+        # Right after a topic is created the broker may answer "not leader" for a moment.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._consumer.get_watermark_offsets(tp, timeout=timeout)[1]
+            except KafkaException as exc:
+                if exc.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -64,11 +78,19 @@ class CompactedTopicFollower:
         if all(positions.get(p, 0) >= end for p, end in self._ends.items()):
             self._caught_up.set()
 
+    def _positions(self) -> dict[int, int]:
+        # The consumer's position, not the last record's offset + 1: a topic written in
+        # transactions ends with a commit marker that is never delivered as a record.
+        return {tp.partition: tp.offset for tp in self._consumer.position(
+            [TopicPartition(self._topic, p) for p in self._ends])}
+
     def _run(self) -> None:
         positions: dict[int, int] = {}
         while not self._stop.is_set():
             msg = self._consumer.poll(0.2)
             if msg is None:
+                if not self._caught_up.is_set():
+                    self._check_caught_up(self._positions())
                 continue
             if msg.error():
                 if msg.error().code() != KafkaError._PARTITION_EOF:

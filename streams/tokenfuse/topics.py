@@ -7,6 +7,7 @@ create them here first, with the partition counts Faust's tables expect.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
@@ -88,7 +89,22 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    _wait_for_leaders(admin, created, timeout)
     return created
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """A created topic is usable once each partition has a leader; until then reads fail with
+    NOT_LEADER_FOR_PARTITION."""
+    deadline = time.monotonic() + timeout
+    while names:
+        topics = admin.list_topics(timeout=timeout).topics
+        if all(n in topics and topics[n].partitions and all(p.leader >= 0 for p in topics[n].partitions.values())
+               for n in names):
+            return
+        if time.monotonic() > deadline:
+            raise BrokerUnavailable(f"topics have no leader after {timeout:.0f}s: {', '.join(names)}")
+        time.sleep(0.05)
 
 
 def delete_topics(settings: Settings, timeout: float = 30.0) -> None:

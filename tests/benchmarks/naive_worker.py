@@ -1,0 +1,45 @@
+"""The benchmark's baseline: a naive Faust agent, one event at a time, one windowed table.
+Run by bench_engine as `python -m tests.benchmarks.naive_worker worker --loglevel info`."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import faust
+
+from tokenfuse.codec import codec
+from tokenfuse.config import Settings
+
+
+def build(settings: Settings) -> faust.App:
+    app = faust.App(settings.app_id, broker="kafka://" + settings.bootstrap_servers, store="memory://",
+                    processing_guarantee=settings.processing_guarantee, topic_partitions=settings.partitions,
+                    web_bind="127.0.0.1", web_host="127.0.0.1", web_port=settings.web_port,
+                    consumer_auto_offset_reset="earliest", autodiscover=False,
+                    broker_commit_interval=settings.commit_interval_ms / 1000)
+    usage = app.topic(settings.topic("usage"), key_serializer="raw", value_serializer="raw")
+    totals = app.Table("naive-totals", default=int, partitions=settings.partitions).tumbling(3600, expires=7200)
+    counters: Counter[str] = Counter()
+    decode = codec("UsageEvent").decode
+
+    @app.agent(usage)
+    async def count(stream: faust.StreamT) -> None:
+        async for raw in stream:
+            event = decode(raw)
+            totals[event["agent"]] += event["input_tokens"] + event["output_tokens"]
+            counters["events"] += 1
+
+    @app.page("/stats")
+    async def stats(web, request):  # noqa: ANN001
+        return web.json({"counters": dict(counters)})
+
+    return app
+
+
+if __name__ == "__main__":
+    import sys
+
+    settings = Settings.from_env()
+    sys.argv = [sys.argv[0], *sys.argv[1:]]
+    faust.Worker(build(settings), loglevel=sys.argv[sys.argv.index("--loglevel") + 1], quiet=True) \
+        .execute_from_commandline()
