@@ -116,6 +116,7 @@ class KillSwitch:
             if consumer is None:
                 consumer = self._connect()
                 if consumer is None:
+                    self._expire()  # blocks end at `until` even while the broker is away
                     self._stop.wait(0.5)
                     continue
                 partitions, at_eof, last_health = consumer.assignment(), set(), 0.0
@@ -148,7 +149,7 @@ class KillSwitch:
             "fetch.wait.max.ms": 100,
         })
         try:
-            meta = consumer.list_topics(self._topic, timeout=2).topics[self._topic]
+            meta = consumer.list_topics(self._topic, timeout=1).topics[self._topic]
             if meta.error is not None:
                 raise KafkaException(meta.error)
         except KafkaException as exc:

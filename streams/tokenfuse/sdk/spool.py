@@ -26,7 +26,6 @@ from typing import BinaryIO, Iterator
 
 log = logging.getLogger(__name__)
 
-_FRAME = struct.Struct("<IIqH")  # length of the rest, crc32 of the rest, timestamp, key length
 _SEGMENT_BYTES = 1024 * 1024
 _DROP_LOG_EVERY_S = 10.0
 
@@ -159,10 +158,10 @@ class Spool:
 def _read_frames(handle: BinaryIO, path: Path) -> Iterator[tuple[bytes, bytes, int]]:
     data = handle.read()
     pos = count = 0
-    while pos + 8 <= len(data):
-        length, crc = struct.unpack_from("<II", data, pos)
+    while pos < len(data):
+        length, crc = struct.unpack_from("<II", data, pos) if pos + 8 <= len(data) else (0, 0)
         rest = data[pos + 8:pos + 8 + length]
-        if len(rest) != length or zlib.crc32(rest) != crc or length < 10:
+        if length < 10 or len(rest) != length or zlib.crc32(rest) != crc:
             log.warning("spool segment %s: torn record at byte %d, %d bytes skipped", path, pos, len(data) - pos)
             return
         timestamp, key_len = struct.unpack_from("<qH", rest)
