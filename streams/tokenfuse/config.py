@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +63,12 @@ class Settings(BaseModel):
         except ValidationError as exc:
             raise config_error(exc, env_prefix="TOKENFUSE_") from None
         return cls(**values)
+
+    @property
+    def producer_config(self) -> dict[str, Any]:
+        """For confluent-kafka producers of keyed records that the worker also writes (control):
+        Kafka's Java/aiokafka partitioner, so one key always lands in one partition."""
+        return {**self.kafka_config, "partitioner": "murmur2_random"}
 
     def to_env(self) -> dict[str, str]:
         """TOKENFUSE_* variables that make `from_env()` in a child process rebuild these settings

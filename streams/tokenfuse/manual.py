@@ -49,7 +49,7 @@ def publish_manual_state(settings: Settings, scope: str, state: str, reason: str
     record = {"scope": scope, "state": state, "reason": f"manual: {reason}", "until": parse_until(until, now),
               "issued_at": now}
     ensure_broker(settings)
-    producer = Producer({**settings.kafka_config, "enable.idempotence": True})
+    producer = Producer({**settings.producer_config, "enable.idempotence": True})
     errors: list[str] = []
     producer.produce(settings.topic("control"), key=scope.encode(),
                      value=encode_signed(record, settings.control_key.get_secret_value().encode(),

@@ -36,7 +36,9 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
                   "UsageEvent from agent runtimes, key = agent id"),
         # One partition: every worker reads all budgets (GlobalTable), order per id is all that matters.
         TopicSpec("budgets", 1, compact, "Budget by id, null = delete"),
-        TopicSpec("control", 1, compact, "ControlState by scope key: the kill switch"),
+        # As many partitions as deltas, keyed by scope: a scope's control states are written by
+        # the worker owning that scope, in the transaction of its input (worker/transactions.py).
+        TopicSpec("control", p, compact, "ControlState by scope key: the kill switch"),
         TopicSpec("alerts", p, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},
                   "Alert by scope key"),
         TopicSpec("dlq", p, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from tokenfuse.windows import parse_window
 from tokenfuse.worker.decisions import control_state, evaluate
-from tokenfuse.worker.engine import BudgetIndex, effective, enforcement, new_crossings
-from tokenfuse.worker.totals import Delta, DeltaBatch, Totals
+from tokenfuse.worker.engine import ActiveBudget, BudgetIndex, effective, enforcement
+from tokenfuse.worker.scope_state import Window, apply_delta, current_window, new_record
+from tokenfuse.worker.totals import Delta, DeltaBatch, scope_partition
 from tokenfuse.worker.validate import validate_usage
 
 LADDER = [{"percent": 50, "action": "alert"}, {"percent": 80, "action": "warn"},
@@ -16,12 +18,29 @@ def budget(**kw):
             "limit": 1000, "thresholds": LADDER, **kw}
 
 
-def test_thresholds_cross_on_the_update_that_reaches_them_and_fire_once():
-    b = budget()
-    assert new_crossings(b, 499, 0) == []
-    assert [t["percent"] for t in new_crossings(b, 500, 0)] == [50]
-    assert [t["percent"] for t in new_crossings(b, 1000, 50)] == [80, 90, 100]
-    assert new_crossings(b, 5000, 100) == []
+def fire(b, spent, record, start=0):
+    active = ActiveBudget(b, parse_window(b["window"]))
+    alerts, entry = evaluate(active, "agent:bot", Window(start, start + 3_600_000, [spent, 0, 0, 0, 1]), record,
+                             "e", now_ms=1)
+    return [a["threshold_percent"] for a in alerts], entry
+
+
+def test_thresholds_cross_on_the_update_that_reaches_them_and_fire_once_per_window():
+    record = new_record()
+    assert fire(budget(), 499, record)[0] == []
+    assert fire(budget(), 500, record)[0] == [50]
+    assert fire(budget(), 1000, record)[0] == [80, 90, 100]
+    assert fire(budget(), 5000, record)[0] == []
+    assert fire(budget(), 600, record, start=3_600_000)[0] == [50]  # a new window re-arms
+
+
+def test_rolling_thresholds_re_arm_when_spend_falls_back():
+    record = new_record()
+    rolling = budget(window="rolling:60s")
+    assert fire(rolling, 800, record)[0] == [50, 80]
+    assert fire(rolling, 900, record)[0] == [90]
+    assert fire(rolling, 100, record)[0] == []
+    assert fire(rolling, 850, record)[0] == [50, 80]
 
 
 def test_enforcement_ladder_follows_spend_and_the_current_limit():
@@ -32,18 +51,14 @@ def test_enforcement_ladder_follows_spend_and_the_current_limit():
     assert enforcement(budget(limit=500), 1000) == "block"
 
 
-def test_evaluate_records_fired_thresholds_in_the_window_totals():
-    from tokenfuse.windows import parse_window
-    from tokenfuse.worker.engine import ActiveBudget
-
+def test_evaluate_gives_alert_ids_and_an_entry_until_the_window_end():
+    alerts, _ = fire(budget(), 800, new_record())
+    record = new_record()
     active = ActiveBudget(budget(), parse_window("1h"))
-    totals = Totals(input_tokens=500, output_tokens=300, fired={})
-    alerts, entry = evaluate(active, "agent:bot", totals, 0, 3_600_000, "e9", now_ms=10)
-    assert [a["threshold_percent"] for a in alerts] == [50, 80]
-    assert alerts[1]["alert_id"] == "b1|agent:bot|0|80" and alerts[1]["event_id"] == "e9"
-    assert entry["state"] == "warn" and entry["until"] == 3_600_000 and entry["spent"] == 800
-    again, _ = evaluate(active, "agent:bot", totals, 0, 3_600_000, "e10", now_ms=11)
-    assert again == []
+    alerts, entry = evaluate(active, "agent:bot", Window(0, 3_600_000, [500, 300, 0, 0, 2]), record, "e9", 10)
+    assert [a["alert_id"] for a in alerts] == ["b1|agent:bot|0|50", "b1|agent:bot|0|80"]
+    assert all(a["event_id"] == "e9" for a in alerts)
+    assert (entry["state"], entry["until"], entry["spent"]) == ("warn", 3_600_000, 800)
 
 
 def test_effective_state_is_the_most_severe_unexpired_entry():
@@ -74,7 +89,39 @@ def test_delta_batch_folds_a_burst_into_one_delta_per_scope_and_second():
     d = batch.deltas[("agent:a", 1_000_000)]
     assert (d.input_tokens, d.output_tokens, d.cost_micro_usd, d.events, d.last_event_id) == (30, 3, 21, 3, "e2")
     assert Delta.from_json(d.to_json()) == d
-    assert Totals().plus(d).metric("total_tokens") == 33
+    grouped = batch.by_partition(4)
+    assert sorted(len(v) for v in grouped.values()) in ([2], [1, 1])
+    for part, items in grouped.items():
+        assert all(scope_partition(item[0], 4) == part for item in items)
+
+
+def test_scope_partition_matches_kafkas_default_partitioner():
+    # Known murmur2 results of Kafka's DefaultPartitioner (Java) for these keys with 4 partitions.
+    from aiokafka.partitioner import DefaultPartitioner
+
+    for key in ("global", "agent:bot-7", "team:acme/search"):
+        assert scope_partition(key, 4) == DefaultPartitioner()(key.encode(), [0, 1, 2, 3], [0, 1, 2, 3])
+
+
+def test_scope_record_keeps_current_and_previous_windows():
+    hour = parse_window("1h")
+    record = new_record()
+    d = lambda t, n: Delta("agent:a", t, input_tokens=n, events=1)  # noqa: E731
+    assert apply_delta(record, d(1_000, 5), hour).totals == [5, 0, 0, 0, 1]
+    assert apply_delta(record, d(3_601_000, 7), hour).start == 3_600_000
+    assert apply_delta(record, d(2_000, 1), hour).totals == [6, 0, 0, 0, 2]  # late, previous window
+    assert apply_delta(record, d(7_201_000, 1), hour).start == 7_200_000
+    assert apply_delta(record, d(3_000, 1), hour) is None  # older than the windows kept
+    assert current_window(record, hour, 3_700_000).totals == [7, 0, 0, 0, 1]
+
+
+def test_rolling_window_sums_the_last_size_of_buckets():
+    rolling = parse_window("rolling:60s")
+    record = new_record()
+    for t in range(0, 120_000, 10_000):
+        apply_delta(record, Delta("agent:a", t, input_tokens=1, events=1), rolling)
+    assert current_window(record, rolling, 110_000).totals[0] == 6  # 60s..110s
+    assert len(record["r"]["rolling:60s"]) <= 8  # old buckets pruned
 
 
 def test_validation_rejects_absurd_usage():

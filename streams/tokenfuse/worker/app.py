@@ -1,21 +1,21 @@
 """The Faust app: two stages joined by a repartition topic.
 
-1. `ingest` (usage topic, keyed by agent): decode + validate (bad bytes → DLQ with a reason
-   header), drop duplicate event_ids (a tumbling table keyed by event_id, by event time), drop
-   late events from budgets (history still has them), price, and fold the batch into per-scope,
-   per-second deltas sent to the deltas topic keyed by scope.
-2. `account` (deltas topic, keyed by scope): add each delta to the totals of every tracked window
-   of its scope, check the budgets on that scope, send an Alert for each threshold crossed and a
-   signed ControlState when the scope's effective state changes.
+1. `ingest` (usage topic, keyed by agent), in batches: decode + validate (bad bytes → DLQ with a
+   reason header), drop duplicate event_ids, drop late events from budgets (history still has
+   them), price, and fold the batch into per-scope, per-second deltas; send one message per
+   deltas partition, holding the deltas of the scopes that partition owns.
+2. `account` (deltas topic): for each scope in a message, add its deltas to every tracked window
+   of the scope's record (scope_state.py), check the budgets on that scope after each delta, send
+   an Alert for each threshold crossed and a signed ControlState when the scope's effective state
+   changes; write the record once.
 
-Stage 2 owns each scope in exactly one partition, so totals are exact with any number of workers.
-With processing_guarantee=exactly_once, outputs, table changelogs and offsets commit in Kafka
-transactions every `commit_interval_ms`.
+Each scope lives in exactly one deltas partition, so totals are exact with any number of workers.
+With processing_guarantee=exactly_once, outputs, table changelogs and input offsets commit in one
+Kafka transaction per input partition (transactions.py), every `commit_interval_ms`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter, defaultdict
@@ -23,28 +23,35 @@ from typing import Any
 
 import faust
 
+from tokenfuse import pricing
 from tokenfuse.codec import codec
 from tokenfuse.config import Settings
 from tokenfuse.errors import ConfigError, DecodeError
 from tokenfuse.follow import CompactedTopicFollower
-from tokenfuse import pricing
 from tokenfuse.scopes import event_scopes
 from tokenfuse.signing import encode_signed
-from tokenfuse.windows import parse_window
+from tokenfuse.windows import WindowSpec, parse_window
 from tokenfuse.worker.decisions import control_state, evaluate
 from tokenfuse.worker.engine import BudgetIndex, effective
-from tokenfuse.worker.totals import Delta, DeltaBatch, Totals
-from tokenfuse.worker.trackers import CalendarTracker, FaustWindowTracker, Tracker
+from tokenfuse.worker.scope_state import FIELDS, apply_delta, current_window, new_record
+from tokenfuse.worker.totals import Delta, DeltaBatch, scope_partition
+from tokenfuse.worker.transactions import use_source_partition_transactions
 from tokenfuse.worker.validate import validate_usage
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 2000
-BATCH_WITHIN_S = 0.05
+BATCH_MAX = 5000
+BATCH_WITHIN_S = 0.1
+EXPIRE_EVERY_MS = 60_000
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def tracked_windows(settings: Settings) -> dict[str, WindowSpec]:
+    specs = [parse_window(name.strip()) for name in settings.windows.split(",") if name.strip()]
+    return {spec.name: spec for spec in specs}
 
 
 def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None) -> faust.App:
@@ -53,38 +60,108 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
         raise ConfigError("invalid settings:", ["TOKENFUSE_CONTROL_KEY: required to sign control states"])
     key = settings.control_key.get_secret_value().encode()
     catalog = catalog or pricing.PriceCatalog.load()
+    partitions = settings.partitions
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker="kafka://" + settings.bootstrap_servers.replace(",", ";"),
         store="memory://",
         processing_guarantee=settings.processing_guarantee,
-        topic_partitions=settings.partitions,
+        topic_partitions=partitions,
         datadir=str(settings.data_dir / "faust"),
         web_enabled=settings.web_port != 0,
         web_bind=settings.web_host, web_host=settings.web_host, web_port=settings.web_port or 6066,
         broker_commit_interval=settings.commit_interval_ms / 1000,
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
-        table_cleanup_interval=10.0,
     )
+    use_source_partition_transactions(app)
     usage = app.topic(settings.topic("usage"), key_serializer="raw", value_serializer="raw")
     deltas = app.topic(settings.topic("deltas"), key_serializer="raw", value_serializer="json")
     control = app.topic(settings.topic("control"), key_serializer="raw", value_serializer="raw")
     alerts = app.topic(settings.topic("alerts"), key_serializer="raw", value_serializer="raw")
     dlq = app.topic(settings.topic("dlq"), key_serializer="raw", value_serializer="raw")
 
-    seen = app.Table("seen-event-ids", default=int, partitions=settings.partitions).tumbling(
-        settings.dedupe_seconds, expires=settings.dedupe_seconds)
-    scopes_state = app.Table("enforcement", default=dict, partitions=settings.partitions)
-    calendar = app.Table("totals-calendar", default=Totals, value_type=Totals, partitions=settings.partitions)
-
-    trackers: dict[str, Tracker] = {}
-    for name in [w.strip() for w in settings.windows.split(",") if w.strip()]:
-        spec = parse_window(name)
-        trackers[spec.name] = (CalendarTracker(calendar, spec) if spec.kind == "calendar"
-                               else FaustWindowTracker(app, spec, settings.grace_seconds, settings.partitions))
     stats: Counter[str] = Counter()
+    specs = tracked_windows(settings)
+    # Idle scope records expire after the longest tracked window has passed (31 days for months).
+    idle_ms = max(31 * 86_400_000 if s.unit == "month" else 86_400_000 if s.unit == "day" else s.size_ms
+                  for s in specs.values()) + settings.grace_seconds * 1000
+    dedupe_ms = settings.dedupe_seconds * 1000
+    grace_ms = settings.grace_seconds * 1000
+
+    # event ids seen, one changelog record per input partition and batch: `<partition>:<offset>`
+    # -> [expires_ms, [event ids]]; `seen` indexes them all in memory, rebuilt after recovery.
+    seen: dict[str, int] = {}
+
+    async def forget_seen() -> None:
+        seen.clear()  # rebuilt from the recovered table by remember_seen()
+
+    seen_batches = app.Table("seen-event-ids", partitions=partitions,
+                             on_recover=forget_seen)
+    scopes_table = app.Table("scope-state", partitions=partitions)
+    last_expiry: dict[tuple[str, int], int] = defaultdict(int)
+
+    def remember_seen() -> None:
+        if not seen:
+            for expires, ids in seen_batches.values():
+                seen.update(dict.fromkeys(ids, expires))
+
+    def expire(table: faust.Table, partition: int, now: int, stale: Any) -> None:
+        """Delete this partition's stale keys; runs with an event of `partition` current, so the
+        tombstones go to the right changelog partition."""
+        if now - last_expiry[(table.name, partition)] < EXPIRE_EVERY_MS:
+            return
+        last_expiry[(table.name, partition)] = now
+        for k in [k for k, v in table.items() if stale(k, v)]:
+            del table[k]
+
+    @app.agent(usage)
+    async def ingest(stream: faust.StreamT) -> None:
+        newest: dict[int, int] = defaultdict(int)  # event time per input partition, for lateness
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            remember_seen()
+            now = now_ms()
+            batch = DeltaBatch()
+            new_ids: dict[int, list[str]] = defaultdict(list)
+            last_event: dict[int, Any] = {}
+            for event in events:
+                message = event.message
+                try:
+                    usage_event = codec("UsageEvent").decode(event.value)
+                    validate_usage(usage_event, now)
+                except DecodeError as exc:
+                    stats["dlq"] += 1
+                    await dlq.send(key=message.key, value=event.value, headers={
+                        "reason": exc.reason.encode(),
+                        "source": f"{message.topic}/{message.partition}/{message.offset}".encode()})
+                    continue
+                event_id = usage_event["event_id"]
+                if event_id in seen:
+                    stats["duplicates"] += 1
+                    continue
+                seen[event_id] = now + dedupe_ms
+                part = message.partition
+                new_ids[part].append(event_id)
+                last_event[part] = event
+                ts = usage_event["event_time"]
+                newest[part] = max(newest[part], ts)
+                if ts < newest[part] - grace_ms:
+                    stats["late_events"] += 1
+                    continue
+                stats["events"] += 1
+                batch.add(usage_event, event_scopes(usage_event), catalog.cost(usage_event).micro_usd)
+            for part, ids in new_ids.items():
+                # Table writes go to the changelog partition of the current event: this one's.
+                stream._set_current_event(last_event[part])
+                seen_batches[f"{part}:{last_event[part].message.offset}"] = [now + dedupe_ms, ids]
+                expire(seen_batches, part, now, lambda k, v: k.startswith(f"{part}:") and v[0] < now)
+            for part, items in batch.by_partition(partitions).items():
+                await deltas.send(value=items, partition=part)
+            if len(seen) > 2 * stats["events"] + 100_000:
+                for event_id in [e for e, expires in seen.items() if expires < now]:
+                    del seen[event_id]
+
     state: dict[str, Any] = {"index": BudgetIndex([]), "version": -1, "feed": None}
 
     def budget_index() -> BudgetIndex:
@@ -102,83 +179,73 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
             for budget_id, reason in index.rejected.items():
                 log.error("budget %s ignored: %s", budget_id, reason)
             for spec in index.windows:
-                if spec.name not in trackers:
+                if spec.name not in specs:
                     if spec.kind != "calendar":
                         log.error("budget window %s is not tracked; add it to TOKENFUSE_WINDOWS", spec.name)
                         continue
-                    trackers[spec.name] = CalendarTracker(calendar, spec)
+                    specs[spec.name] = spec  # calendar windows in a new time zone: tracked from now on
             state["index"] = index
         return state["index"]
 
-    stream_time: dict[int, int] = defaultdict(int)
-
-    @app.agent(usage)
-    async def ingest(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            batch = DeltaBatch()
-            for event in events:
-                message = event.message
-                try:
-                    usage_event = codec("UsageEvent").decode(event.value)
-                    validate_usage(usage_event, now_ms())
-                except DecodeError as exc:
-                    stats["dlq"] += 1
-                    await dlq.send(key=message.key, value=event.value,
-                                   headers={"reason": exc.reason.encode(), "source": (
-                                       f"{message.topic}/{message.partition}/{message.offset}").encode()})
+    async def account_scope(scope: str, scope_deltas: list[Delta], index: BudgetIndex, now: int) -> None:
+        record = scopes_table.get(scope) or new_record()
+        budgets = index.for_scope(scope)
+        for delta in scope_deltas:
+            for spec in specs.values():
+                window = apply_delta(record, delta, spec)
+                if window is None:
+                    stats["late_events"] += delta.events
                     continue
-                # Table writes go to the changelog partition of the current event: make it this one.
-                stream._set_current_event(event)
-                window = seen[usage_event["event_id"]]
-                if window.current():
-                    stats["duplicates"] += 1
-                    continue
-                seen[usage_event["event_id"]] = 1
-                ts = usage_event["event_time"]
-                part = message.partition
-                stream_time[part] = max(stream_time[part], ts)
-                if ts < stream_time[part] - settings.grace_seconds * 1000:
-                    stats["late_events"] += 1
-                    continue
-                stats["events"] += 1
-                batch.add(usage_event, event_scopes(usage_event), catalog.cost(usage_event).micro_usd)
-            for delta in batch.deltas.values():
-                await deltas.send(key=delta.scope.encode(), value=delta.to_json(),
-                                  timestamp=delta.second_ms / 1000)
+                for budget in budgets:
+                    if budget.window.name != spec.name:
+                        continue
+                    new_alerts, record["e"][budget.id] = evaluate(
+                        budget, scope, window, record, delta.last_event_id, now)
+                    for alert in new_alerts:
+                        stats["alerts"] += 1
+                        await alerts.send(key=scope.encode(), value=codec("Alert").encode(alert))
+        live = {k: e for k, e in record["e"].items() if e["until"] > now and k in {b.id for b in budgets}}
+        record["e"] = live
+        chosen = effective(live, now)
+        emitted = [chosen["state"], chosen["budget_id"], chosen["until"]] if chosen else ["allow", None, None]
+        if emitted != record["m"]:
+            stats["control_changes"] += 1
+            record["m"] = emitted
+            await control.send(key=scope.encode(), value=encode_signed(
+                control_state(scope, chosen, now), key, settings.control_key_id))
+        scopes_table[scope] = record
 
     @app.agent(deltas)
     async def account(stream: faust.StreamT) -> None:
-        async for raw in stream:
-            delta = Delta.from_json(raw)
-            index = budget_index()
-            now = now_ms()
-            record = scopes_state[delta.scope]
-            entries = dict(record.get("entries", {}))
-            applicable = index.for_scope(delta.scope)
-            for tracker in trackers.values():
-                hit = tracker.apply(delta)
-                fired_before = dict(hit.totals.fired)
-                for budget in (b for b in applicable if b.window.name == tracker.spec.name):
-                    new_alerts, entries[budget.id] = evaluate(
-                        budget, delta.scope, hit.totals, hit.start_ms, hit.end_ms, delta.last_event_id, now)
-                    for alert in new_alerts:
-                        stats["alerts"] += 1
-                        await alerts.send(key=delta.scope.encode(), value=codec("Alert").encode(alert))
-                if hit.totals.fired != fired_before:
-                    tracker.save(hit.key, hit.totals)
-            live = {k: e for k, e in entries.items() if e["until"] > now}
-            chosen = effective(live, now)
-            emitted = [chosen["state"], chosen["budget_id"], chosen["until"]] if chosen else ["allow", None, None]
-            if emitted != record.get("emitted", ["allow", None, None]):
-                stats["control_changes"] += 1
-                await control.send(key=delta.scope.encode(), value=encode_signed(
-                    control_state(delta.scope, chosen, now), key, settings.control_key_id))
-            if live != record.get("entries", {}) or emitted != record.get("emitted"):
-                scopes_state[delta.scope] = {"entries": live, "emitted": emitted}
+        async for event in stream.events():
+            index, now = budget_index(), now_ms()
+            by_scope: dict[str, list[Delta]] = defaultdict(list)
+            for item in event.value:
+                delta = Delta.from_json(item)
+                by_scope[delta.scope].append(delta)
+            for scope, scope_deltas in by_scope.items():
+                await account_scope(scope, scope_deltas, index, now)
+            part = event.message.partition
+            expire(scopes_table, part, now,
+                   lambda k, v: scope_partition(k, partitions) == part and v["t"] < now - idle_ms
+                   and v["m"][0] == "allow")
 
     @app.page("/stats")
     async def stats_page(web: Any, request: Any) -> Any:
-        return web.json({"counters": dict(stats), "tracked_windows": sorted(trackers)})
+        return web.json({"counters": dict(stats), "tracked_windows": sorted(specs)})
 
-    app.tokenfuse_stats = stats  # type: ignore[attr-defined]
+    @app.page("/totals")
+    async def totals_page(web: Any, request: Any) -> Any:
+        scope = request.query.get("scope", "")
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == deltas.get_topic_name()}
+        if not scope or scope_partition(scope, partitions) not in owned:
+            return web.json({"error": f"scope {scope!r} is not owned by this worker"}, status=404)
+        record = scopes_table.get(scope) or new_record()
+        now = now_ms()
+        windows = {}
+        for name, spec in specs.items():
+            w = current_window(record, spec, now)
+            windows[name] = {"start": w.start, "end": w.end, **dict(zip(FIELDS, w.totals))}
+        return web.json({"scope": scope, "windows": windows})
+
     return app

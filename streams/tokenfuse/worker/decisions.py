@@ -1,44 +1,52 @@
-"""Turn a window's totals into alerts and a scope's enforcement entries (pure, unit-tested)."""
+"""Turn a window's totals into alerts and a scope's enforcement entry (pure, unit-tested)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tokenfuse.worker.engine import ActiveBudget, DEFAULT_THROTTLE_DELAY_MS, enforcement, new_crossings
-from tokenfuse.worker.totals import Totals
+from tokenfuse.worker.engine import DEFAULT_THROTTLE_DELAY_MS, ActiveBudget, enforcement, reached
+from tokenfuse.worker.scope_state import Window, metric
 
 
-def alert_for(budget: ActiveBudget, scope: str, threshold: dict[str, Any], spent: int,
-              start_ms: int, end_ms: int, event_id: str, now_ms: int) -> dict[str, Any]:
+def alert_for(budget: ActiveBudget, scope: str, threshold: dict[str, Any], spent: int, window: Window,
+              event_id: str, now_ms: int) -> dict[str, Any]:
     b = budget.budget
     return {
         # Deterministic id: a replay after a crash produces the same alert id, so history dedupes.
-        "alert_id": f"{b['id']}|{scope}|{start_ms}|{threshold['percent']}",
+        "alert_id": f"{b['id']}|{scope}|{window.start}|{threshold['percent']}",
         "kind": "threshold", "scope": scope, "budget_id": b["id"],
         "threshold_percent": threshold["percent"], "action": threshold["action"],
         "metric": b["metric"], "spent": spent, "limit": b["limit"],
-        "window_start": start_ms, "window_end": end_ms, "event_id": event_id, "created_at": now_ms,
+        "window_start": window.start, "window_end": window.end, "event_id": event_id, "created_at": now_ms,
         "message": f"{scope} reached {threshold['percent']}% of budget {b['id']} "
                    f"({spent} of {b['limit']} {b['metric']}, window {b['window']})",
     }
 
 
-def evaluate(budget: ActiveBudget, scope: str, totals: Totals, start_ms: int, end_ms: int,
-             event_id: str, now_ms: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Alerts for thresholds newly crossed (recorded in totals.fired, so each fires once per
-    budget, scope and window) and the enforcement entry this budget asks for on this scope."""
-    spent = totals.metric(budget.budget["metric"])
-    fired = totals.fired.get(budget.id, 0)
-    crossed = new_crossings(budget.budget, spent, fired)
-    if crossed:
-        totals.fired[budget.id] = crossed[-1]["percent"]
-    alerts = [alert_for(budget, scope, t, spent, start_ms, end_ms, event_id, now_ms) for t in crossed]
-    state = enforcement(budget.budget, spent)
+def evaluate(budget: ActiveBudget, scope: str, window: Window, record: dict[str, Any], event_id: str,
+             now_ms: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Alerts for thresholds newly crossed and the enforcement entry this budget asks for.
+
+    Each threshold fires once per budget, scope and window (record["f"] remembers the highest
+    fired). A rolling window has no discrete windows: a threshold re-arms once spend falls back
+    below it."""
+    b = budget.budget
+    spent = metric(window.totals, b["metric"])
+    rolling = budget.window.kind == "rolling"
+    fired_start, fired = record["f"].get(b["id"], [None, 0])
+    if not rolling and fired_start != window.start:
+        fired = 0
+    hit = reached(b, spent)
+    top = hit[-1]["percent"] if hit else 0
+    crossed = [t for t in hit if t["percent"] > fired]
+    if crossed or (rolling and top < fired):
+        record["f"][b["id"]] = [window.start, top]
+    alerts = [alert_for(budget, scope, t, spent, window, event_id, now_ms) for t in crossed]
+    until = window.end + budget.window.size_ms if rolling else window.end
     entry = {
-        "state": state, "budget_id": budget.id, "metric": budget.budget["metric"], "spent": spent,
-        "limit": budget.budget["limit"], "window_start": start_ms, "until": end_ms,
-        "reason": f"budget {budget.id}: {spent} of {budget.budget['limit']} {budget.budget['metric']} "
-                  f"in window {budget.budget['window']}",
+        "state": enforcement(b, spent), "budget_id": b["id"], "metric": b["metric"], "spent": spent,
+        "limit": b["limit"], "window_start": window.start, "until": until,
+        "reason": f"budget {b['id']}: {spent} of {b['limit']} {b['metric']} in window {b['window']}",
     }
     return alerts, entry
 

@@ -64,11 +64,6 @@ def reached(budget: Mapping[str, Any], spent: int) -> list[dict[str, Any]]:
             if spent * 100 >= t["percent"] * limit]
 
 
-def new_crossings(budget: Mapping[str, Any], spent: int, fired_percent: int) -> list[dict[str, Any]]:
-    """Thresholds reached now that had not fired yet in this window (each fires once)."""
-    return [t for t in reached(budget, spent) if t["percent"] > fired_percent]
-
-
 def enforcement(budget: Mapping[str, Any], spent: int) -> str:
     """The state a budget asks for at this spend: the most severe action reached (allow if none).
     Recomputed from the current limit on every update, so raising a limit releases a block and

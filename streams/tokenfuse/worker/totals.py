@@ -1,40 +1,18 @@
-"""Running usage totals of one scope in one window, and the per-scope deltas that feed them."""
+"""Per-scope usage deltas: what stage 1 (ingest) sends stage 2 (account) through the deltas topic."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import faust
-
-METRICS = ("input_tokens", "output_tokens", "total_tokens", "cost_micro_usd")
+from aiokafka.partitioner import murmur2
 
 
-class Totals(faust.Record, serializer="json"):
-    """Sums for one (scope, window), plus the highest threshold percent each budget has fired in
-    it: kept in the same table entry so it expires with the window."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    cost_micro_usd: int = 0
-    events: int = 0
-    fired: dict[str, int] | None = None
-
-    def plus(self, delta: "Delta") -> "Totals":
-        return Totals(
-            input_tokens=self.input_tokens + delta.input_tokens,
-            output_tokens=self.output_tokens + delta.output_tokens,
-            cached_tokens=self.cached_tokens + delta.cached_tokens,
-            cost_micro_usd=self.cost_micro_usd + delta.cost_micro_usd,
-            events=self.events + delta.events,
-            fired=dict(self.fired or {}),
-        )
-
-    def metric(self, name: str) -> int:
-        if name == "total_tokens":
-            return self.input_tokens + self.output_tokens
-        return getattr(self, name)
+def scope_partition(scope: str, partitions: int) -> int:
+    """The deltas (and scope-state changelog) partition that owns a scope: Kafka's default
+    partitioner on the scope key, so it matches a record keyed by the scope."""
+    return (murmur2(scope.encode()) & 0x7FFFFFFF) % partitions
 
 
 @dataclass
@@ -58,13 +36,13 @@ class Delta:
         self.events += 1
         self.last_event_id = event["event_id"]
 
-    def to_json(self) -> dict[str, Any]:
-        return {"s": self.scope, "t": self.second_ms, "i": self.input_tokens, "o": self.output_tokens,
-                "c": self.cached_tokens, "u": self.cost_micro_usd, "n": self.events, "e": self.last_event_id}
+    def to_json(self) -> list[Any]:
+        return [self.scope, self.second_ms, self.input_tokens, self.output_tokens, self.cached_tokens,
+                self.cost_micro_usd, self.events, self.last_event_id]
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Delta":
-        return cls(d["s"], d["t"], d["i"], d["o"], d["c"], d["u"], d["n"], d["e"])
+    def from_json(cls, d: list[Any]) -> "Delta":
+        return cls(*d)
 
 
 @dataclass
@@ -81,3 +59,11 @@ class DeltaBatch:
             if delta is None:
                 delta = self.deltas[(scope, second)] = Delta(scope, second)
             delta.add(event, cost)
+
+    def by_partition(self, partitions: int) -> dict[int, list[list[Any]]]:
+        """Deltas grouped by the partition owning their scope, in event-time order: one message
+        per partition per batch carries them all."""
+        out: dict[int, list[list[Any]]] = defaultdict(list)
+        for delta in sorted(self.deltas.values(), key=lambda d: d.second_ms):
+            out[scope_partition(delta.scope, partitions)].append(delta.to_json())
+        return out
