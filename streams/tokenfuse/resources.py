@@ -15,11 +15,12 @@ _LOCATIONS = {
     "schemas": (_REPO / "schemas", _PACKAGE / "_data" / "schemas"),
     "clickhouse": (_REPO / "deploy" / "clickhouse", _PACKAGE / "_data" / "clickhouse"),
     "prices.yaml": (_REPO / "deploy" / "prices.yaml", _PACKAGE / "_data" / "prices.yaml"),
+    "kafka": (_REPO / "deploy" / "kafka", _PACKAGE / "_data" / "kafka"),
 }
 
 
 def resource_path(name: str) -> Path:
-    """The path of a shipped resource (`schemas`, `clickhouse`, `prices.yaml`)."""
+    """The path of a shipped resource (`schemas`, `clickhouse`, `prices.yaml`, `kafka`)."""
     for candidate in _LOCATIONS[name]:
         if candidate.exists():
             return candidate
