@@ -16,6 +16,7 @@ Kafka transaction per input partition (transactions.py), every `commit_interval_
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections import Counter, defaultdict
@@ -93,13 +94,18 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
     # event ids seen, one changelog record per input partition and batch: `<partition>:<offset>`
     # -> [expires_ms, [event ids]]; `seen` indexes them all in memory, rebuilt after recovery.
     seen: dict[str, int] = {}
+    # Scopes not in the allow state: the sweep re-checks them when their windows end.
+    watched: set[str] = set()
 
     async def forget_seen() -> None:
         seen.clear()  # rebuilt from the recovered table by remember_seen()
 
     seen_batches = app.Table("seen-event-ids", partitions=partitions,
                              on_recover=forget_seen)
-    scopes_table = app.Table("scope-state", partitions=partitions)
+    async def watch_recovered() -> None:
+        watched.update(k for k, v in scopes_table.items() if v["m"][0] != "allow")
+
+    scopes_table = app.Table("scope-state", partitions=partitions, on_recover=watch_recovered)
     last_expiry: dict[tuple[str, int], int] = defaultdict(int)
 
     def remember_seen() -> None:
@@ -187,33 +193,39 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
             state["index"] = index
         return state["index"]
 
-    async def account_scope(scope: str, scope_deltas: list[Delta], index: BudgetIndex, now: int) -> None:
-        record = scopes_table.get(scope) or new_record()
+    async def settle(scope: str, record: dict[str, Any], scope_deltas: list[Delta], index: BudgetIndex,
+                     now: int) -> None:
+        """Add the scope's deltas (if any), check its budgets after each one (or once, on the
+        current windows, when there are none: a budget changed or a window ended), send alerts
+        for thresholds crossed and a control state if the scope's effective state changed."""
         budgets = index.for_scope(scope)
+        checks: list[tuple[Any, Any, str]] = []  # (budget, window, event id)
         for delta in scope_deltas:
             for spec in specs.values():
                 window = apply_delta(record, delta, spec)
                 if window is None:
                     stats["late_events"] += delta.events
                     continue
-                for budget in budgets:
-                    if budget.window.name != spec.name:
-                        continue
-                    new_alerts, record["e"][budget.id] = evaluate(
-                        budget, scope, window, record, delta.last_event_id, now)
-                    for alert in new_alerts:
-                        stats["alerts"] += 1
-                        await alerts.send(key=scope.encode(), value=codec("Alert").encode(alert))
-        live = {k: e for k, e in record["e"].items() if e["until"] > now and k in {b.id for b in budgets}}
-        record["e"] = live
-        chosen = effective(live, now)
+                checks += [(b, window, delta.last_event_id) for b in budgets if b.window.name == spec.name]
+        if not scope_deltas:
+            checks = [(b, current_window(record, specs[b.window.name], now), "") for b in budgets
+                      if b.window.name in specs]
+        for budget, window, event_id in checks:
+            new_alerts, record["e"][budget.id] = evaluate(budget, scope, window, record, event_id, now)
+            for alert in new_alerts:
+                stats["alerts"] += 1
+                await alerts.send(key=scope.encode(), value=codec("Alert").encode(alert))
+        ids = {b.id for b in budgets}
+        record["e"] = {k: e for k, e in record["e"].items() if e["until"] > now and k in ids}
+        chosen = effective(record["e"], now)
         emitted = [chosen["state"], chosen["budget_id"], chosen["until"]] if chosen else ["allow", None, None]
         if emitted != record["m"]:
             stats["control_changes"] += 1
             record["m"] = emitted
             await control.send(key=scope.encode(), value=encode_signed(
                 control_state(scope, chosen, now), key, settings.control_key_id))
-        scopes_table[scope] = record
+        if emitted[0] != "allow":
+            watched.add(scope)
 
     @app.agent(deltas)
     async def account(stream: faust.StreamT) -> None:
@@ -224,11 +236,42 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
                 delta = Delta.from_json(item)
                 by_scope[delta.scope].append(delta)
             for scope, scope_deltas in by_scope.items():
-                await account_scope(scope, scope_deltas, index, now)
+                record = scopes_table.get(scope) or new_record()
+                await settle(scope, record, scope_deltas, index, now)
+                scopes_table[scope] = record
             part = event.message.partition
             expire(scopes_table, part, now,
                    lambda k, v: scope_partition(k, partitions) == part and v["t"] < now - idle_ms
                    and v["m"][0] == "allow")
+
+    def owned_partitions() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == deltas.get_topic_name()}
+
+    @app.timer(1.0)
+    async def sweep() -> None:
+        """Without new usage, states still change: a block ends with its window, and a budget
+        created, raised or lowered applies to the spend already made. Writes here happen outside
+        any stream event, so the changelog partition is given explicitly."""
+        if state["feed"] is None:
+            return  # no delta yet: nothing to re-check
+        version = state["version"]
+        index, now = budget_index(), now_ms()
+        owned = owned_partitions()
+        scopes = list(scopes_table.keys()) if version != state["version"] else list(watched)
+        for scope in scopes:
+            part = scope_partition(scope, partitions)
+            if part not in owned:
+                watched.discard(scope)
+                continue
+            watched.discard(scope)
+            before = scopes_table.get(scope)
+            if before is None:
+                continue
+            record = copy.deepcopy(before)
+            await settle(scope, record, [], index, now)
+            if record != before:
+                scopes_table.data[scope] = record
+                scopes_table.send_changelog(part, scope, record)
 
     @app.page("/stats")
     async def stats_page(web: Any, request: Any) -> Any:
@@ -237,8 +280,7 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
     @app.page("/totals")
     async def totals_page(web: Any, request: Any) -> Any:
         scope = request.query.get("scope", "")
-        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == deltas.get_topic_name()}
-        if not scope or scope_partition(scope, partitions) not in owned:
+        if not scope or scope_partition(scope, partitions) not in owned_partitions():
             return web.json({"error": f"scope {scope!r} is not owned by this worker"}, status=404)
         record = scopes_table.get(scope) or new_record()
         now = now_ms()
