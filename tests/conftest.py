@@ -40,6 +40,14 @@ def broker() -> str:
     return BOOTSTRAP
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture
 def settings(broker: str, tmp_path: Path) -> Settings:
     """Settings with uuid-named topics and consumer group, so tests never share state.
@@ -53,6 +61,7 @@ def settings(broker: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         control_key="test-control-key-" + tag,
         web_port=0,
+        sink_port=free_port(),
     )
     create_topics(s)
     yield s
@@ -63,11 +72,7 @@ def settings(broker: str, tmp_path: Path) -> Settings:
 def private_broker(tmp_path_factory) -> str:
     """A broker of the test's own on a free port, for tests that stop and start it.
     Shares the jars of the main broker's home when present. Yields its bootstrap address."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     home = tmp_path_factory.mktemp("kafka")
     env = {**os.environ, "TOKENFUSE_KAFKA_HOME": str(home), "TOKENFUSE_KAFKA_PORT": str(port)}
     shared_libs = REPO / ".tokenfuse" / "kafka" / "libs"

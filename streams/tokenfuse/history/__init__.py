@@ -1,0 +1,1 @@
+"""ClickHouse history: client, migrations, the sink that fills the tables, read-only SQL."""

@@ -1,0 +1,51 @@
+"""Versioned migrations: deploy/clickhouse/NNN_name.sql, applied in order, each once, recorded in
+schema_migrations. Re-running is a no-op; a changed file that was already applied is an error."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Callable
+
+from tokenfuse.errors import ConfigError
+from tokenfuse.history.client import History
+from tokenfuse.resources import resource_path
+
+_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_LEDGER = """CREATE TABLE IF NOT EXISTS schema_migrations
+(version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3))
+ENGINE = MergeTree ORDER BY version"""
+
+
+def migration_files(folder: Path | None = None) -> list[Path]:
+    folder = folder or resource_path("clickhouse")
+    return sorted(p for p in folder.glob("*.sql") if _NAME.match(p.name))
+
+
+def statements(sql: str) -> list[str]:
+    """Split a file into statements: `;` at the end of a line ends one; `--` comments dropped."""
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in re.split(r";\s*$", "\n".join(lines), flags=re.M) if s.strip()]
+
+
+def migrate(history: History, progress: Callable[[str], None] = lambda _m: None) -> list[str]:
+    """Apply pending migrations; return the names applied."""
+    history.command(_LEDGER)
+    applied = {row[0]: (row[1], row[2]) for row in
+               history.query("SELECT version, name, checksum FROM schema_migrations").result_rows}
+    done = []
+    for path in migration_files():
+        version = int(path.name[:3])
+        text = path.read_text()
+        checksum = hashlib.sha256(text.encode()).hexdigest()
+        if version in applied:
+            if applied[version][1] != checksum:
+                raise ConfigError(f"migration {path.name} changed after it was applied; add a new migration instead")
+            continue
+        progress(f"applying {path.name}")
+        for statement in statements(text):
+            history.command(statement)
+        history.insert("schema_migrations", [[version, path.name, checksum]], ["version", "name", "checksum"])
+        done.append(path.name)
+    return done

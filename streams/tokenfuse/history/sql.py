@@ -1,0 +1,89 @@
+"""Read-only SQL for users while the sink owns the embedded engine.
+
+The sink serves `POST /sql` on 127.0.0.1 (JSON {"query", "parameters"} → {"columns", "rows"});
+`run_sql()` asks it, and opens ClickHouse itself when no sink answers. Either way ClickHouse
+runs the query with readonly=1, so it refuses anything but reads."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from tokenfuse.config import Settings
+from tokenfuse.errors import TokenfuseError
+from tokenfuse.history.client import History
+
+
+class QueryError(TokenfuseError):
+    """ClickHouse refused or failed a query: the message is ClickHouse's first line."""
+
+
+def _execute(history: History, query: str, parameters: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        result = history.query(query, parameters=parameters, readonly=True)
+    except ClickHouseError as exc:
+        raise QueryError(str(exc).strip().splitlines()[0][:500]) from None
+    return {"columns": list(result.column_names), "rows": [list(r) for r in result.result_rows]}
+
+
+def serve(history: History, settings: Settings, stats: dict[str, int]) -> ThreadingHTTPServer:
+    """Start the loopback SQL endpoint in a thread; return the server (shutdown() to stop)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path == "/health":
+                self._reply(200, {"ok": True, "stats": stats})
+            else:
+                self._reply(404, {"error": "POST /sql or GET /health"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            if self.path != "/sql":
+                return self._reply(404, {"error": "POST /sql"})
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                self._reply(200, _execute(history, body["query"], body.get("parameters")))
+            except QueryError as exc:
+                self._reply(400, {"error": str(exc)})
+            except (ValueError, KeyError, TypeError):
+                self._reply(400, {"error": 'expected JSON {"query": "...", "parameters": {...}}'})
+
+        def _reply(self, status: int, payload: dict[str, Any]) -> None:
+            data = json.dumps(payload, default=str).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:  # queries may carry user data: do not log them
+            pass
+
+    server = ThreadingHTTPServer((settings.sink_host, settings.sink_port), Handler)
+    threading.Thread(target=server.serve_forever, name="sql-endpoint", daemon=True).start()
+    return server
+
+
+def run_sql(settings: Settings, query: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run a read-only query via the running sink, or directly when none answers."""
+    request = urllib.request.Request(
+        f"http://{settings.sink_host}:{settings.sink_port}/sql", method="POST",
+        data=json.dumps({"query": query, "parameters": parameters}, default=str).encode(),
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise QueryError(json.loads(exc.read()).get("error", str(exc))) from None
+    except (urllib.error.URLError, ConnectionError):
+        pass  # no sink running: open ClickHouse here
+    history = History(settings)
+    try:
+        return json.loads(json.dumps(_execute(history, query, parameters), default=str))
+    finally:
+        history.close()
