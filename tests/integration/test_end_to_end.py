@@ -52,7 +52,9 @@ def test_runaway_blocked_in_its_runtime_and_history_holds_every_event_once(setti
             for name, fuse in fuses.items():
                 fuse.record("gpt-4o-mini", input_tokens=1000 if name == "runaway" else 300, output_tokens=100)
                 calls[name] += 1
-        UsageProducer(settings).send_raw(b"mallory", b"\x00garbage that is not a usage event")
+        bad = UsageProducer(settings)
+        bad.send_raw(b"mallory", b"\x00garbage that is not a usage event")
+        bad.flush()
         fuses["runaway"].record("gpt-4o-mini", input_tokens=1000, output_tokens=100)  # 5500: crosses 5000
         calls["runaway"] += 1
         for fuse in fuses.values():
