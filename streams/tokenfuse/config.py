@@ -37,9 +37,10 @@ class Settings(BaseModel):
     clickhouse_database: str = Field("tokenfuse", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                      description="Database of tokenfuse's tables.")
     sink_host: str = Field("127.0.0.1", description="The sink's read-only SQL endpoint (tokenfuse sql).")
-    sink_port: int = Field(6067, ge=1, le=65535)
+    sink_port: int = Field(6067, ge=0, le=65535, description="0 = any free port.")
     sink_batch_rows: int = Field(5000, ge=1, description="The sink inserts when this many records wait...")
     sink_batch_seconds: float = Field(1.0, gt=0, description="...or when the oldest waited this long.")
+    history_retention_days: int = Field(400, ge=1, le=36500, description="Raw usage events are kept this long.")
     control_key: SecretStr | None = Field(None, description="HMAC key that signs control states.")
     control_key_id: str = Field("default", description="Name of the signing key, for rotation.")
     app_id: str = Field("tokenfuse-worker", description="Faust app id = consumer group.")
