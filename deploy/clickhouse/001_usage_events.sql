@@ -1,6 +1,13 @@
--- Every usage event, once. The sink filters event_ids it already stored before inserting
--- (exact for retries and SDK spool replays); ReplacingMergeTree on the sort key, which ends
--- with event_id, is the safety net if two sinks ever raced.
+-- Every usage event, once. How "once" holds (see tokenfuse/history/store.py):
+--  * the sink drops event_ids it already stored before inserting (SDK spool replays arrive
+--    again at other offsets, and a crash between insert and offset commit re-reads a batch);
+--  * each insert carries a deduplication token made of the topic/partition/offset ranges it
+--    came from, kept for the last non_replicated_deduplication_window inserts: a retried
+--    batch whose first attempt did land is dropped by ClickHouse itself, even where the
+--    sink's own read could miss it (a lagging replica in the cluster variant);
+--  * ReplacingMergeTree over a sort key ending in event_id is the last safety net should two
+--    sinks ever race on the same event.
+-- The retention TTL is set from TOKENFUSE_HISTORY_RETENTION_DAYS by `tokenfuse db migrate`.
 CREATE TABLE IF NOT EXISTS usage_events
 (
     event_id        String,
@@ -26,4 +33,5 @@ CREATE TABLE IF NOT EXISTS usage_events
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (org, team, agent, event_time, event_id)
-TTL toDateTime(event_time) + INTERVAL 400 DAY;
+TTL toDateTime(event_time) + INTERVAL 400 DAY
+SETTINGS non_replicated_deduplication_window = 1000;

@@ -1,5 +1,5 @@
 -- Threshold and manual alerts. alert_id is deterministic (budget|scope|window|percent), so a
--- replayed alert collapses into one row.
+-- replayed alert is stored once (the sink drops alert_ids it already holds).
 CREATE TABLE IF NOT EXISTS alerts
 (
     alert_id          String,
@@ -19,4 +19,5 @@ CREATE TABLE IF NOT EXISTS alerts
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(created_at)
-ORDER BY (scope, alert_id);
+ORDER BY (scope, alert_id)
+SETTINGS non_replicated_deduplication_window = 1000;

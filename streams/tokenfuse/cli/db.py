@@ -16,9 +16,10 @@ def run(args: argparse.Namespace) -> int:
     from tokenfuse.history.client import History
     from tokenfuse.history.migrate import migrate
 
-    history = History(Settings.from_env())
+    settings = Settings.from_env()
+    history = History(settings)
     try:
-        applied = migrate(history, progress=lambda m: print(m, flush=True))
+        applied = migrate(history, settings.history_retention_days, progress=lambda m: print(m, flush=True))
     finally:
         history.close()
     print(f"{len(applied)} migration(s) applied on {history.where}" if applied else "schema is up to date")

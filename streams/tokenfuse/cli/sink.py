@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     create_topics(settings)
     history = History(settings)
-    applied = migrate(history, progress=lambda m: print(f"sink: {m}", flush=True))
+    applied = migrate(history, settings.history_retention_days, progress=lambda m: print(f"sink: {m}", flush=True))
     sink = Sink(settings, history)
     server = serve(history, settings, sink.stats)
     stop = threading.Event()

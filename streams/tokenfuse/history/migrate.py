@@ -29,11 +29,12 @@ def statements(sql: str) -> list[str]:
     return [s.strip() for s in re.split(r";\s*$", "\n".join(lines), flags=re.M) if s.strip()]
 
 
-def migrate(history: History, progress: Callable[[str], None] = lambda _m: None) -> list[str]:
+def migrate(history: History, retention_days: int = 400,
+            progress: Callable[[str], None] = lambda _m: None) -> list[str]:
     """Apply pending migrations; return the names applied."""
     history.command(_LEDGER)
     applied = {row[0]: (row[1], row[2]) for row in
-               history.query("SELECT version, name, checksum FROM schema_migrations").result_rows}
+               history.select("SELECT version, name, checksum FROM schema_migrations").rows}
     done = []
     for path in migration_files():
         version = int(path.name[:3])
@@ -46,6 +47,19 @@ def migrate(history: History, progress: Callable[[str], None] = lambda _m: None)
         progress(f"applying {path.name}")
         for statement in statements(text):
             history.command(statement)
-        history.insert("schema_migrations", [[version, path.name, checksum]], ["version", "name", "checksum"])
+        history.insert("schema_migrations", [[version, path.name, checksum]], ["version", "name", "checksum"],
+                       dedup_token=f"migration:{version}:{checksum}")
         done.append(path.name)
+    set_retention(history, retention_days, progress)
     return done
+
+
+def set_retention(history: History, days: int, progress: Callable[[str], None]) -> None:
+    """Make usage_events keep `days` of events (TOKENFUSE_HISTORY_RETENTION_DAYS). Changing a TTL
+    rewrites existing parts, so it is altered only when it differs."""
+    ttl = f"toIntervalDay({int(days)})"
+    engine = history.select("SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
+                            "AND name = 'usage_events'").rows[0][0]
+    if ttl not in engine:
+        progress(f"setting usage_events retention to {days} days")
+        history.command(f"ALTER TABLE usage_events MODIFY TTL toDateTime(event_time) + {ttl}")

@@ -1,12 +1,14 @@
-"""The sink: Kafka topics → ClickHouse tables, each record stored once.
+"""The sink: Kafka topics (usage, alerts, control, budgets) → ClickHouse tables, each record once.
 
-- Batches by size and time; commits Kafka offsets only after the insert succeeded.
-- A retried batch (a crash between insert and commit, or a failed insert) is made idempotent by
-  dropping usage event_ids already stored before inserting; duplicate event_ids (SDK spool
-  replays) are dropped the same way. The other tables are ReplacingMergeTrees keyed by their
-  record's identity, so a replay collapses.
+- Its own consumer group (`<app_id>-sink`), read_committed (the worker writes alerts and control
+  states in transactions), no auto-commit: offsets are committed only after the batch is stored.
+- Batches by size and time. How a re-read or re-sent record is stored once: see store.py.
 - ClickHouse failing: the batch is retried with backoff and nothing is committed meanwhile; the
-  worker (budgets, kill switch) does not depend on this process at all.
+  consumer pauses its partitions but keeps polling, so it stays in its group. The worker (budgets,
+  kill switch) does not depend on this process at all.
+- A rebalance drops the batch in progress: its records are re-read from the committed offsets
+  by whoever owns them next, and the store drops what was already stored.
+- Malformed usage is skipped here (the worker routes it to the DLQ), counted, logged once per batch.
 """
 
 from __future__ import annotations
@@ -18,22 +20,25 @@ import threading
 import time
 from typing import Any, Callable
 
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from tokenfuse.codec import codec
 from tokenfuse.config import Settings
 from tokenfuse.errors import DecodeError, SignatureError
 from tokenfuse.history import rows
-from tokenfuse.history.client import History
+from tokenfuse.history.client import History, HistoryUnavailable
+from tokenfuse.history.store import Pending, write
 from tokenfuse.pricing import PriceCatalog
 from tokenfuse.signing import verify
 from tokenfuse.worker.validate import validate_usage
 
 log = logging.getLogger(__name__)
 
-# Fault injection for the crash-recovery test: SIGKILL ourselves right after an insert, before
-# the commit. Never set in production.
+# Fault injection for the recovery tests, never set in production:
+#   kill-after-insert   SIGKILL this process after the first insert, before the offset commit
+#   fail-inserts:N      the first N store attempts fail as if ClickHouse were down
 FAULT_ENV = "TOKENFUSE_SINK_FAULT"
+MAX_BACKOFF_S = 30.0
 
 
 class Sink:
@@ -44,97 +49,122 @@ class Sink:
         self.keys = ({settings.control_key_id: settings.control_key.get_secret_value().encode()}
                      if settings.control_key else {})
         self.stats = {"usage": 0, "duplicates": 0, "invalid": 0, "alerts": 0, "control": 0, "budgets": 0,
-                      "insert_retries": 0}
+                      "insert_retries": 0, "batches": 0}
+        self.batch: list[Message] = []
+        self.generation = 0  # bumped on every partition revocation
+        self._faults_left = _injected_failures()
         self.consumer = Consumer({
             **settings.kafka_config, "group.id": f"{settings.app_id}-sink", "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
         })
 
     def run(self, stop: threading.Event, on_ready: Callable[[], None] = lambda: None) -> None:
-        self.consumer.subscribe(list(self.topics))
+        self.consumer.subscribe(list(self.topics), on_revoke=self._revoked)
         on_ready()
-        batch: list[Message] = []
         oldest = 0.0
         try:
             while not stop.is_set():
-                for msg in self.consumer.consume(self.settings.sink_batch_rows, timeout=0.2):
-                    if msg.error():
-                        if msg.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("kafka: %s", msg.error())
-                        continue
-                    if not batch:
-                        oldest = time.monotonic()
-                    batch.append(msg)
-                due = batch and (len(batch) >= self.settings.sink_batch_rows
-                                 or time.monotonic() - oldest >= self.settings.sink_batch_seconds)
-                if due and self.store_until_done(batch, stop):
-                    self.consumer.commit(asynchronous=False)
-                    batch = []
+                if not self.batch:
+                    oldest = time.monotonic()
+                self._take(self.consumer.consume(self.settings.sink_batch_rows, timeout=0.2))
+                due = self.batch and (len(self.batch) >= self.settings.sink_batch_rows
+                                      or time.monotonic() - oldest >= self.settings.sink_batch_seconds)
+                if due:
+                    self._flush(stop)
         finally:
             self.consumer.close()
 
-    def store_until_done(self, batch: list[Message], stop: threading.Event) -> bool:
-        """Store the batch, retrying with backoff while ClickHouse fails; False if stopped first."""
+    def _take(self, messages: list[Message]) -> None:
+        for msg in messages:
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("kafka: %s", msg.error())
+                continue
+            self.batch.append(msg)
+
+    def _revoked(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        self.batch = []
+        self.generation += 1
+
+    def _flush(self, stop: threading.Event) -> None:
+        """Store the current batch (retrying while ClickHouse fails), then commit its offsets."""
+        taken, generation = self.batch, self.generation
         delay = 0.5
-        while not stop.is_set():
-            try:
-                self.store(batch)
-                if os.environ.get(FAULT_ENV) == "kill-after-insert":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return True
-            except Exception as exc:  # noqa: BLE001 - any ClickHouse failure: keep the batch, retry
-                self.stats["insert_retries"] += 1
-                log.warning("storing %d records failed (%s); retrying in %.1fs", len(batch),
-                            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__, delay)
-                stop.wait(delay)
-                delay = min(delay * 2, 30.0)
-        return False
+        while not self._try_store(taken):
+            self.stats["insert_retries"] += 1
+            assignment = self.consumer.assignment()
+            self.consumer.pause(assignment)
+            deadline = time.monotonic() + delay
+            # Poll while waiting: keeps the group membership and serves rebalances.
+            while time.monotonic() < deadline and not stop.is_set() and generation == self.generation:
+                self._take(self.consumer.consume(self.settings.sink_batch_rows, timeout=0.2))
+            self.consumer.resume(assignment)
+            if stop.is_set() or generation != self.generation:
+                return  # stopping, or the partitions went elsewhere: nothing committed, nothing lost
+            delay = min(delay * 2, MAX_BACKOFF_S)
+        if os.environ.get(FAULT_ENV) == "kill-after-insert":
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._commit(taken)
+        self.batch = self.batch[len(taken):]
+
+    def _try_store(self, batch: list[Message]) -> bool:
+        try:
+            if self._faults_left > 0:
+                self._faults_left -= 1
+                raise HistoryUnavailable("injected failure (TOKENFUSE_SINK_FAULT)")
+            self.store(batch)
+            return True
+        except HistoryUnavailable as exc:
+            log.warning("storing %d records failed, will retry: %s", len(batch), exc)
+            print(f"sink: ClickHouse unavailable, retrying: {exc}", flush=True)
+            return False
+
+    def _commit(self, batch: list[Message]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            last[(msg.topic(), msg.partition())] = max(msg.offset(), last.get((msg.topic(), msg.partition()), -1))
+        try:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()],
+                                 asynchronous=False)
+        except KafkaException as exc:
+            # E.g. a rebalance took the partitions: the next owner re-reads and the store dedupes.
+            log.warning("offset commit failed (records will be re-read and deduplicated): %s", exc)
 
     def store(self, batch: list[Message]) -> None:
-        usage: dict[str, list[Any]] = {}
-        alerts, control, budgets = [], [], []
+        pending = {table.name: Pending(table) for table in rows.TABLES}
         now = int(time.time() * 1000)
+        invalid: list[str] = []
         for msg in batch:
             kind = self.topics[msg.topic()]
             try:
-                if kind == "usage":
-                    event = codec("UsageEvent").decode(msg.value())
-                    validate_usage(event, now)
-                    usage.setdefault(event["event_id"], rows.usage_row(event, self.catalog, msg.partition(),
-                                                                       msg.offset()))
-                elif kind == "alerts":
-                    alerts.append(rows.alert_row(codec("Alert").decode(msg.value())))
-                elif kind == "control":
-                    state = codec("ControlState").decode(msg.value())
-                    control.append(rows.control_row(state, self._signed(state), msg.partition(), msg.offset()))
-                else:
-                    budget = None if msg.value() is None else codec("Budget").decode(msg.value())
-                    budgets.append(rows.budget_row((msg.key() or b"").decode(), budget, msg.offset(), now))
-            except DecodeError:
-                self.stats["invalid"] += 1  # the worker routes bad usage to the DLQ; history skips it
-        fresh = self._not_stored(usage)
-        self.stats["duplicates"] += len(usage) - len(fresh)
-        for table, columns, table_rows in (("usage_events", rows.USAGE_COLUMNS, fresh),
-                                           ("alerts", rows.ALERT_COLUMNS, alerts),
-                                           ("control_changes", rows.CONTROL_COLUMNS, control),
-                                           ("budgets_history", rows.BUDGET_COLUMNS, budgets)):
-            if table_rows:
-                self.history.insert(table, table_rows, columns)
-        self.stats["usage"] += len(fresh)
-        self.stats["alerts"] += len(alerts)
-        self.stats["control"] += len(control)
-        self.stats["budgets"] += len(budgets)
+                table, row = self._row(kind, msg, now)
+            except DecodeError as exc:
+                invalid.append(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: {exc.reason}")
+                continue
+            pending[table.name].add(row, msg.topic(), msg.partition(), msg.offset())
+        if invalid:
+            self.stats["invalid"] += len(invalid)
+            log.warning("skipped %d malformed record(s) in this batch, first: %s", len(invalid), invalid[0])
+        for table, kind in ((rows.USAGE, "usage"), (rows.ALERTS, "alerts"), (rows.CONTROL, "control"),
+                            (rows.BUDGETS, "budgets")):
+            stored, duplicates = write(self.history, pending[table.name])
+            self.stats[kind] += stored
+            self.stats["duplicates"] += duplicates
+        self.stats["batches"] += 1
 
-    def _not_stored(self, usage: dict[str, list[Any]]) -> list[list[Any]]:
-        if not usage:
-            return []
-        times = [row[1] for row in usage.values()]
-        stored = self.history.query(
-            "SELECT event_id FROM usage_events WHERE event_time BETWEEN {lo:DateTime64(3)} AND {hi:DateTime64(3)} "
-            "AND event_id IN {ids:Array(String)}",
-            parameters={"lo": min(times), "hi": max(times), "ids": list(usage)}).result_rows
-        known = {row[0] for row in stored}
-        return [row for event_id, row in usage.items() if event_id not in known]
+    def _row(self, kind: str, msg: Message, now: int) -> tuple[rows.Table, list[Any]]:
+        if kind == "usage":
+            event = codec("UsageEvent").decode(msg.value())
+            validate_usage(event, now)
+            return rows.USAGE, rows.usage_row(event, self.catalog, msg.partition(), msg.offset())
+        if kind == "alerts":
+            return rows.ALERTS, rows.alert_row(codec("Alert").decode(msg.value()))
+        if kind == "control":
+            state = codec("ControlState").decode(msg.value())
+            return rows.CONTROL, rows.control_row(state, self._signed(state), msg.partition(), msg.offset())
+        budget = None if msg.value() is None else codec("Budget").decode(msg.value())
+        key = (msg.key() or b"").decode("utf-8", "replace")
+        return rows.BUDGETS, rows.budget_row(key, budget, msg.partition(), msg.offset(), now)
 
     def _signed(self, state: dict[str, Any]) -> bool:
         try:
@@ -142,3 +172,9 @@ class Sink:
             return True
         except SignatureError:
             return False
+
+
+def _injected_failures() -> int:
+    fault = os.environ.get(FAULT_ENV, "")
+    return int(fault.partition(":")[2] or 0) if fault.startswith("fail-inserts:") else 0
+

@@ -13,23 +13,13 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from clickhouse_connect.driver.exceptions import ClickHouseError
-
 from tokenfuse.config import Settings
-from tokenfuse.errors import TokenfuseError
-from tokenfuse.history.client import History
-
-
-class QueryError(TokenfuseError):
-    """ClickHouse refused or failed a query: the message is ClickHouse's first line."""
+from tokenfuse.history.client import History, QueryError
 
 
 def _execute(history: History, query: str, parameters: dict[str, Any] | None) -> dict[str, Any]:
-    try:
-        result = history.query(query, parameters=parameters, readonly=True)
-    except ClickHouseError as exc:
-        raise QueryError(str(exc).strip().splitlines()[0][:500]) from None
-    return {"columns": list(result.column_names), "rows": [list(r) for r in result.result_rows]}
+    result = history.select(query, parameters, readonly=True)
+    return {"columns": result.columns, "rows": [list(r) for r in result.rows]}
 
 
 def serve(history: History, settings: Settings, stats: dict[str, int]) -> ThreadingHTTPServer:

@@ -1,0 +1,33 @@
+-- Rollups of usage per hour for every scope an event counts toward (global, org, team,
+-- agent, run, user, model, tag:k=v: the keys of tokenfuse.scopes) and model. Reports over long
+-- periods and budget utilisation read these instead of the raw events. A materialized view
+-- aggregates each inserted block; SummingMergeTree folds the partial sums on merge, so readers
+-- still sum() by key.
+CREATE TABLE IF NOT EXISTS usage_by_hour
+(
+    scope          String,
+    bucket         DateTime('UTC'),
+    provider       LowCardinality(String),
+    model          LowCardinality(String),
+    events         UInt64,
+    input_tokens   UInt64,
+    output_tokens  UInt64,
+    cached_tokens  UInt64,
+    cost_micro_usd UInt64
+)
+ENGINE = SummingMergeTree
+PARTITION BY toYYYYMM(bucket)
+ORDER BY (scope, bucket, provider, model)
+TTL bucket + INTERVAL 400 DAY;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS usage_by_hour_mv TO usage_by_hour AS
+SELECT arrayJoin(arrayConcat(
+           ['global', 'org:' || org, 'team:' || org || '/' || team, 'agent:' || agent, 'model:' || model],
+           if(ifNull(run, '') = '', [], ['run:' || assumeNotNull(run)]),
+           if(ifNull(user, '') = '', [], ['user:' || assumeNotNull(user)]),
+           arrayMap((k, v) -> 'tag:' || k || '=' || v, mapKeys(tags), mapValues(tags)))) AS scope,
+       toStartOfHour(event_time) AS bucket, provider, model,
+       count() AS events, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+       sum(cached_tokens) AS cached_tokens, sum(cost_micro_usd) AS cost_micro_usd
+FROM usage_events
+GROUP BY scope, bucket, provider, model;
