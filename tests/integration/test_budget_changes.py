@@ -5,27 +5,8 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.helpers import UsageProducer, publish_budget, usage_event
-from tokenfuse.follow import CompactedTopicFollower, wait_until
-from tokenfuse.process import RoleProcess
-from tokenfuse.signing import decode_verified
-
-
-@pytest.fixture
-def worker(settings, tmp_path):
-    proc = RoleProcess("worker", settings, tmp_path / "worker.log").start(timeout=90)
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def control(settings):
-    keys = {settings.control_key_id: settings.control_key.get_secret_value().encode()}
-    follower = CompactedTopicFollower(settings, settings.topic("control"), lambda b: decode_verified(b, keys))
-    yield follower
-    follower.close()
+from tokenfuse.follow import wait_until
 
 
 def state_of(control, scope):

@@ -1,0 +1,25 @@
+"""Fixtures for tests that run the worker: the process, and a verified view of the control topic."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenfuse.follow import CompactedTopicFollower
+from tokenfuse.process import RoleProcess
+from tokenfuse.signing import decode_verified
+
+
+@pytest.fixture
+def worker(settings, tmp_path):
+    proc = RoleProcess("worker", settings, tmp_path / "worker.log").start(timeout=90)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def control(settings):
+    """The latest signed state per scope of the control topic (forged ones would fail decode)."""
+    keys = {settings.control_key_id: settings.control_key.get_secret_value().encode()}
+    follower = CompactedTopicFollower(settings, settings.topic("control"), lambda b: decode_verified(b, keys))
+    yield follower
+    follower.close()
