@@ -2,7 +2,8 @@
 -- agent, run, user, model, tag:k=v: the keys of tokenfuse.scopes) and model. Reports over long
 -- periods and budget utilisation read these instead of the raw events. A materialized view
 -- aggregates each inserted block; SummingMergeTree folds the partial sums on merge, so readers
--- still sum() by key.
+-- still sum() by key. The deduplication window lets an insert the sink retries (same token)
+-- be dropped here too, not counted twice (deduplicate_blocks_in_dependent_materialized_views).
 CREATE TABLE IF NOT EXISTS usage_by_minute
 (
     scope          String,
@@ -18,7 +19,8 @@ CREATE TABLE IF NOT EXISTS usage_by_minute
 ENGINE = SummingMergeTree
 PARTITION BY toYYYYMMDD(bucket)
 ORDER BY (scope, bucket, provider, model)
-TTL bucket + INTERVAL 35 DAY;
+TTL bucket + INTERVAL 35 DAY
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_by_minute_mv TO usage_by_minute AS
 SELECT arrayJoin(arrayConcat(

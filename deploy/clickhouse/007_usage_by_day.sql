@@ -2,7 +2,8 @@
 -- agent, run, user, model, tag:k=v: the keys of tokenfuse.scopes) and model. Reports over long
 -- periods and budget utilisation read these instead of the raw events. A materialized view
 -- aggregates each inserted block; SummingMergeTree folds the partial sums on merge, so readers
--- still sum() by key.
+-- still sum() by key. The deduplication window lets an insert the sink retries (same token)
+-- be dropped here too, not counted twice (deduplicate_blocks_in_dependent_materialized_views).
 CREATE TABLE IF NOT EXISTS usage_by_day
 (
     scope          String,
@@ -17,7 +18,8 @@ CREATE TABLE IF NOT EXISTS usage_by_day
 )
 ENGINE = SummingMergeTree
 PARTITION BY toYear(bucket)
-ORDER BY (scope, bucket, provider, model);
+ORDER BY (scope, bucket, provider, model)
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_by_day_mv TO usage_by_day AS
 SELECT arrayJoin(arrayConcat(

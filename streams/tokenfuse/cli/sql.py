@@ -31,6 +31,8 @@ def print_result(columns: list[str], rows: list[list], fmt: str) -> None:
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         writer.writerows(rows)
+    elif not rows:
+        print("(no rows)", file=sys.stderr)
     else:
         cells = [[str(c) for c in columns]] + [["" if v is None else str(v) for v in row] for row in rows]
         widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]

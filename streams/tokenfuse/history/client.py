@@ -49,7 +49,7 @@ class History:
     """A locked ClickHouse client on tokenfuse's database."""
 
     def __init__(self, settings: Settings, database: str | None = None):
-        self.database = database or settings.clickhouse_database
+        self.database = settings.clickhouse_database if database is None else database
         quoted = quote_identifier(self.database)
         self.lock = threading.Lock()
         if settings.clickhouse_url is None:
@@ -91,7 +91,11 @@ class History:
         with self.lock:
             try:
                 self.client.insert(table, rows, column_names=columns,
-                                   settings={"insert_deduplication_token": dedup_token})
+                                   settings={"insert_deduplication_token": dedup_token,
+                                             # a dropped retry must not reach the rollup views
+                                             "deduplicate_blocks_in_dependent_materialized_views": 1,
+                                             # cluster variant: the token must reach the replicas
+                                             "insert_distributed_sync": 1})
             except ClickHouseError as exc:
                 raise HistoryUnavailable(f"insert into {table} failed on {self.where}: {first_line(exc)}") from None
 

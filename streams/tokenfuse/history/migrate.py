@@ -30,13 +30,13 @@ def statements(sql: str) -> list[str]:
 
 
 def migrate(history: History, retention_days: int = 400,
-            progress: Callable[[str], None] = lambda _m: None) -> list[str]:
+            progress: Callable[[str], None] = lambda _m: None, folder: Path | None = None) -> list[str]:
     """Apply pending migrations; return the names applied."""
     history.command(_LEDGER)
     applied = {row[0]: (row[1], row[2]) for row in
                history.select("SELECT version, name, checksum FROM schema_migrations").rows}
     done = []
-    for path in migration_files():
+    for path in migration_files(folder):
         version = int(path.name[:3])
         text = path.read_text()
         checksum = hashlib.sha256(text.encode()).hexdigest()
@@ -58,8 +58,10 @@ def set_retention(history: History, days: int, progress: Callable[[str], None]) 
     """Make usage_events keep `days` of events (TOKENFUSE_HISTORY_RETENTION_DAYS). Changing a TTL
     rewrites existing parts, so it is altered only when it differs."""
     ttl = f"toIntervalDay({int(days)})"
-    engine = history.select("SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
-                            "AND name = 'usage_events'").rows[0][0]
+    engine, = history.select("SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
+                            "AND name = 'usage_events'").rows[0]
+    if engine.startswith("Distributed"):
+        return  # the cluster variant: retention is set on usage_events_local (cluster/README.md)
     if ttl not in engine:
         progress(f"setting usage_events retention to {days} days")
         history.command(f"ALTER TABLE usage_events MODIFY TTL toDateTime(event_time) + {ttl}")

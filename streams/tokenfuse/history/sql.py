@@ -10,8 +10,9 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from tokenfuse.config import Settings
 from tokenfuse.history.client import History, QueryError
@@ -59,8 +60,7 @@ def serve(history: History, settings: Settings, stats: dict[str, int]) -> Thread
     return server
 
 
-def run_sql(settings: Settings, query: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run a read-only query via the running sink, or directly when none answers."""
+def _remote(settings: Settings, query: str, parameters: dict[str, Any] | None) -> dict[str, Any]:
     request = urllib.request.Request(
         f"http://{settings.sink_host}:{settings.sink_port}/sql", method="POST",
         data=json.dumps({"query": query, "parameters": parameters}, default=str).encode(),
@@ -70,10 +70,34 @@ def run_sql(settings: Settings, query: str, parameters: dict[str, Any] | None = 
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         raise QueryError(json.loads(exc.read()).get("error", str(exc))) from None
-    except (urllib.error.URLError, ConnectionError):
-        pass  # no sink running: open ClickHouse here
+
+
+def _sink_answers(settings: Settings) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{settings.sink_host}:{settings.sink_port}/health", timeout=2):
+            return True
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@contextmanager
+def sql_runner(settings: Settings) -> Iterator[Callable[[str, dict[str, Any] | None], dict[str, Any]]]:
+    """A function running read-only queries: through the running sink, or on a History opened
+    here when no sink answers (embedded mode allows one process per data folder). A ClickHouse
+    server is always asked directly."""
+    if settings.clickhouse_url is None and _sink_answers(settings):
+        yield lambda query, parameters=None: _remote(settings, query, parameters)
+        return
     history = History(settings)
     try:
-        return json.loads(json.dumps(_execute(history, query, parameters), default=str))
+        # Through JSON like the sink's answers, so callers see the same value types either way.
+        yield lambda query, parameters=None: json.loads(json.dumps(_execute(history, query, parameters),
+                                                                   default=str))
     finally:
         history.close()
+
+
+def run_sql(settings: Settings, query: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one read-only query via the running sink, or directly when none answers."""
+    with sql_runner(settings) as run:
+        return run(query, parameters)
