@@ -68,12 +68,13 @@ class Period:
     def rollup(self) -> tuple[str, dict[str, int]]:
         """The rollup table and bound period covering this period: the coarsest grain both ends
         align to; beyond two days at least hours (minute rollups are kept 35 days)."""
-        for grain, table in ((DAY, "usage_by_day"), (HOUR, "usage_by_hour"), (MINUTE, "usage_by_minute")):
+        long = self.end_ms - self.start_ms > 2 * DAY
+        grains = ((DAY, "usage_by_day"), (HOUR, "usage_by_hour")) + (() if long else ((MINUTE, "usage_by_minute"),))
+        for grain, table in grains:
             if self.start_ms % grain == 0 and self.end_ms % grain == 0:
                 break
         else:
-            grain, table = (HOUR, "usage_by_hour") if self.end_ms - self.start_ms > 2 * DAY else (
-                MINUTE, "usage_by_minute")
+            grain, table = grains[-1]
         start = self.start_ms - self.start_ms % grain
         end = -(-self.end_ms // grain) * grain
         return table, {"start_s": start // 1000, "end_s": end // 1000}
