@@ -8,7 +8,7 @@ write per scope per batch, whatever the number of windows and events.
 Record layout (kept small, it is the changelog value):
   "w": {window name: [[start, end, totals], ...]}       tumbling and calendar windows, newest
         first, at most KEEP_WINDOWS (the previous one still takes events within the grace period)
-  "r": {window name: {bucket start: [i, o, c, u, n]}}     rolling windows, in buckets of size/60
+  "r": {window name: {bucket start: [i, o, c, u, n]}}     rolling windows, in buckets of size/12
   "f": {budget id: [window start, percent]}               the highest threshold fired per budget
   "e": {budget id: enforcement entry}                     what each budget asks for this scope
   "m": [state, budget id, until]                          the control state last published
@@ -52,7 +52,7 @@ def _add(vec: list[int], d: Delta) -> None:
 
 
 def rolling_step_ms(spec: WindowSpec) -> int:
-    return max(1000, spec.size_ms // 60)
+    return max(1000, spec.size_ms // 12)
 
 
 def apply_delta(record: dict[str, Any], delta: Delta, spec: WindowSpec) -> Window | None:
