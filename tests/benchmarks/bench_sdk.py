@@ -23,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from tokenfuse.codec import codec
 from tokenfuse.config import Settings
@@ -100,12 +100,19 @@ def child(mode: str, bootstrap: str, prefix: str, key: str) -> None:
     settings = Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, control_key=key)
     if mode == "raw":
         consumer = Consumer({**settings.kafka_config, "group.id": f"bench-{uuid.uuid4().hex}",
-                             "isolation.level": "read_committed", "fetch.wait.max.ms": 100})
-        consumer.assign([TopicPartition(settings.topic("control"), 0, OFFSET_END)])
-        print("ready", flush=True)
+                             "isolation.level": "read_committed", "fetch.wait.max.ms": 100,
+                             "enable.partition.eof": True})
+        consumer.assign([TopicPartition(settings.topic("control"), 0, OFFSET_BEGINNING)])
+        ready = False
         while True:
             msg = consumer.poll(0.1)
-            if msg is not None and not msg.error():
+            if msg is None:
+                continue
+            if msg.error():
+                if not ready:
+                    ready = True
+                    print("ready", flush=True)  # at the end of what was there: new records follow
+            elif ready:
                 state = codec("ControlState").decode(msg.value())["state"]
                 print(state, time.time(), flush=True)
     fuse = Fuse(settings, FuseOptions(agent="bench-child", spool_dir=Path(tempfile.mkdtemp())))
