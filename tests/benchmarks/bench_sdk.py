@@ -102,17 +102,20 @@ def child(mode: str, bootstrap: str, prefix: str, key: str) -> None:
         consumer = Consumer({**settings.kafka_config, "group.id": f"bench-{uuid.uuid4().hex}",
                              "isolation.level": "read_committed", "fetch.wait.max.ms": 100,
                              "enable.partition.eof": True})
-        consumer.assign([TopicPartition(settings.topic("control"), 0, OFFSET_BEGINNING)])
-        ready = False
+        topic = settings.topic("control")
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        at_end: set[int] = set()
         while True:
             msg = consumer.poll(0.1)
             if msg is None:
                 continue
             if msg.error():
-                if not ready:
-                    ready = True
+                at_end.add(msg.partition())
+                if len(at_end) == len(partitions):
+                    at_end.add(-1)  # report once
                     print("ready", flush=True)  # at the end of what was there: new records follow
-            elif ready:
+            elif len(at_end) > len(partitions):
                 state = codec("ControlState").decode(msg.value())["state"]
                 print(state, time.time(), flush=True)
     fuse = Fuse(settings, FuseOptions(agent="bench-child", spool_dir=Path(tempfile.mkdtemp())))
