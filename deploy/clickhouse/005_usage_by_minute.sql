@@ -1,5 +1,7 @@
 -- Rollups of usage per minute for every scope an event counts toward (global, org, team,
--- agent, run, user, model, tag:k=v: the keys of tokenfuse.scopes) and model. Reports over long
+-- agent, user, model, tag:k=v: the keys of tokenfuse.scopes) and model. Not runs: they are
+-- countless and short-lived, a per-run rollup would be as big as the events and cost a third
+-- of the insert rate; run reports read usage_events. Reports over long
 -- periods and budget utilisation read these instead of the raw events. A materialized view
 -- aggregates each inserted block; SummingMergeTree folds the partial sums on merge, so readers
 -- still sum() by key. The deduplication window lets an insert the sink retries (same token)
@@ -25,7 +27,6 @@ SETTINGS non_replicated_deduplication_window = 1000;
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_by_minute_mv TO usage_by_minute AS
 SELECT arrayJoin(arrayConcat(
            ['global', 'org:' || org, 'team:' || org || '/' || team, 'agent:' || agent, 'model:' || model],
-           if(ifNull(run, '') = '', [], ['run:' || assumeNotNull(run)]),
            if(ifNull(user, '') = '', [], ['user:' || assumeNotNull(user)]),
            arrayMap((k, v) -> 'tag:' || k || '=' || v, mapKeys(tags), mapValues(tags)))) AS scope,
        toStartOfMinute(event_time) AS bucket, provider, model,

@@ -1,5 +1,5 @@
 -- Rollups of usage per day for every scope an event counts toward (global, org, team,
--- agent, run, user, model, tag:k=v: the keys of tokenfuse.scopes) and model. Reports over long
+-- agent, user, model, tag:k=v: the keys of tokenfuse.scopes; not runs, see 005) and model. Reports over long
 -- periods and budget utilisation read these instead of the raw events. A materialized view
 -- aggregates each inserted block; SummingMergeTree folds the partial sums on merge, so readers
 -- still sum() by key. The deduplication window lets an insert the sink retries (same token)
@@ -21,14 +21,11 @@ PARTITION BY toYear(bucket)
 ORDER BY (scope, bucket, provider, model)
 SETTINGS non_replicated_deduplication_window = 1000;
 
+-- Fed by the usage_by_hour rollup rather than the raw events: the scopes are expanded once, and this
+-- view aggregates already-aggregated rows (a sink batch holds a few minutes of events).
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_by_day_mv TO usage_by_day AS
-SELECT arrayJoin(arrayConcat(
-           ['global', 'org:' || org, 'team:' || org || '/' || team, 'agent:' || agent, 'model:' || model],
-           if(ifNull(run, '') = '', [], ['run:' || assumeNotNull(run)]),
-           if(ifNull(user, '') = '', [], ['user:' || assumeNotNull(user)]),
-           arrayMap((k, v) -> 'tag:' || k || '=' || v, mapKeys(tags), mapValues(tags)))) AS scope,
-       toStartOfDay(event_time) AS bucket, provider, model,
-       count() AS events, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+SELECT scope, toStartOfDay(bucket) AS bucket, provider, model,
+       sum(events) AS events, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
        sum(cached_tokens) AS cached_tokens, sum(cost_micro_usd) AS cost_micro_usd
-FROM usage_events
+FROM usage_by_hour
 GROUP BY scope, bucket, provider, model;

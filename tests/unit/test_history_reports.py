@@ -21,7 +21,7 @@ TODAY = NOW // DAY * DAY
 
 def usage(agent, cost, when, team="search", model="gpt-4o-mini", provider="openai", tokens=10):
     return {"event_id": str(uuid.uuid4()), "event_time": when, "org": "acme", "team": team, "agent": agent,
-            "run": None, "user": None, "model": model, "provider": provider, "input_tokens": tokens,
+            "run": f"run-{agent}", "user": None, "model": model, "provider": provider, "input_tokens": tokens,
             "output_tokens": 0, "cached_tokens": 0, "cost_micro_usd": cost, "tags": {"env": "prod"}}
 
 
@@ -73,6 +73,15 @@ def test_spend_by_scope_pattern_and_per_hour(known):
     assert [(r["scope"], r["calls"]) for r in hourly] == [("agent:beta", 1), ("agent:alpha", 3)]
     tag = as_dicts(reports.spend(known, Period.parse("7d", now_ms=NOW), "tag:env=prod"))
     assert [(r["scope"], r["micro_usd"]) for r in tag] == [("tag:env=prod", 10_500_000)]
+
+
+def test_run_scopes_come_from_the_raw_events(known):
+    day = Period.parse("24h", now_ms=NOW)
+    assert [r[:2] for r in reports.top(known, day, kind="run")["rows"]] == [["run:run-alpha", 3_000_000],
+                                                                          ["run:run-beta", 500_000]]
+    one = as_dicts(reports.spend(known, Period.parse("7d", now_ms=NOW), "run:run-gamma"))
+    assert [(r["scope"], r["calls"], r["micro_usd"]) for r in one] == [("run:run-gamma", 1, 7_000_000)]
+    assert reports.spend(known, day, "run:run-gamma")["rows"] == []  # three days ago: not in the last 24 h
 
 
 def test_spend_by_model_and_provider(known):

@@ -20,12 +20,11 @@ ORDER BY (scope, bucket, provider, model)
 TTL bucket + INTERVAL 35 DAY;
 
 CREATE TABLE IF NOT EXISTS usage_by_minute ON CLUSTER '{cluster}' AS usage_by_minute_local
-ENGINE = Distributed('{cluster}', currentDatabase(), usage_by_minute_local, rand());
+ENGINE = Distributed('{cluster}', currentDatabase(), usage_by_minute_local);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_by_minute_mv ON CLUSTER '{cluster}' TO usage_by_minute_local AS
 SELECT arrayJoin(arrayConcat(
            ['global', 'org:' || org, 'team:' || org || '/' || team, 'agent:' || agent, 'model:' || model],
-           if(ifNull(run, '') = '', [], ['run:' || assumeNotNull(run)]),
            if(ifNull(user, '') = '', [], ['user:' || assumeNotNull(user)]),
            arrayMap((k, v) -> 'tag:' || k || '=' || v, mapKeys(tags), mapValues(tags)))) AS scope,
        toStartOfMinute(event_time) AS bucket, provider, model,
@@ -52,18 +51,13 @@ ORDER BY (scope, bucket, provider, model)
 TTL bucket + INTERVAL 400 DAY;
 
 CREATE TABLE IF NOT EXISTS usage_by_hour ON CLUSTER '{cluster}' AS usage_by_hour_local
-ENGINE = Distributed('{cluster}', currentDatabase(), usage_by_hour_local, rand());
+ENGINE = Distributed('{cluster}', currentDatabase(), usage_by_hour_local);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_by_hour_mv ON CLUSTER '{cluster}' TO usage_by_hour_local AS
-SELECT arrayJoin(arrayConcat(
-           ['global', 'org:' || org, 'team:' || org || '/' || team, 'agent:' || agent, 'model:' || model],
-           if(ifNull(run, '') = '', [], ['run:' || assumeNotNull(run)]),
-           if(ifNull(user, '') = '', [], ['user:' || assumeNotNull(user)]),
-           arrayMap((k, v) -> 'tag:' || k || '=' || v, mapKeys(tags), mapValues(tags)))) AS scope,
-       toStartOfHour(event_time) AS bucket, provider, model,
-       count() AS events, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+SELECT scope, toStartOfHour(bucket) AS bucket, provider, model,
+       sum(events) AS events, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
        sum(cached_tokens) AS cached_tokens, sum(cost_micro_usd) AS cost_micro_usd
-FROM usage_events_local
+FROM usage_by_minute_local
 GROUP BY scope, bucket, provider, model;
 
 CREATE TABLE IF NOT EXISTS usage_by_day_local ON CLUSTER '{cluster}'
@@ -83,16 +77,11 @@ PARTITION BY toYear(bucket)
 ORDER BY (scope, bucket, provider, model);
 
 CREATE TABLE IF NOT EXISTS usage_by_day ON CLUSTER '{cluster}' AS usage_by_day_local
-ENGINE = Distributed('{cluster}', currentDatabase(), usage_by_day_local, rand());
+ENGINE = Distributed('{cluster}', currentDatabase(), usage_by_day_local);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_by_day_mv ON CLUSTER '{cluster}' TO usage_by_day_local AS
-SELECT arrayJoin(arrayConcat(
-           ['global', 'org:' || org, 'team:' || org || '/' || team, 'agent:' || agent, 'model:' || model],
-           if(ifNull(run, '') = '', [], ['run:' || assumeNotNull(run)]),
-           if(ifNull(user, '') = '', [], ['user:' || assumeNotNull(user)]),
-           arrayMap((k, v) -> 'tag:' || k || '=' || v, mapKeys(tags), mapValues(tags)))) AS scope,
-       toStartOfDay(event_time) AS bucket, provider, model,
-       count() AS events, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+SELECT scope, toStartOfDay(bucket) AS bucket, provider, model,
+       sum(events) AS events, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
        sum(cached_tokens) AS cached_tokens, sum(cost_micro_usd) AS cost_micro_usd
-FROM usage_events_local
+FROM usage_by_hour_local
 GROUP BY scope, bucket, provider, model;

@@ -3,7 +3,8 @@
 Every value a user gives is a bound parameter (`{name:Type}`, bound by ClickHouse itself); the
 only SQL fragments chosen from user input come from fixed tables in this module (metric
 expressions, rollup table names). Spend comes from the per-scope rollups, so a report reads a few
-thousand pre-aggregated rows instead of millions of events; periods are widened to whole minutes
+thousand pre-aggregated rows instead of millions of events (run scopes, which are not rolled up,
+come from the raw events, ordered and partitioned by time); periods are widened to whole minutes
 (whole hours beyond two days, whole days when aligned) to match the rollups' buckets.
 
 A report takes `run(query, parameters) -> {"columns": [...], "rows": [[...]]}`: the sink's
@@ -35,6 +36,7 @@ METRICS = {
 # Aliases differ from column names: ClickHouse would substitute an alias into later sums.
 _TOTALS = ("sum(events) AS calls, sum(input_tokens) AS input, sum(output_tokens) AS output, "
            "sum(cached_tokens) AS cached, sum(cost_micro_usd) AS micro_usd, round(micro_usd / 1e6, 6) AS usd")
+RUN_SCOPE = "concat('run:', assumeNotNull(run))"
 _IN_PERIOD = "bucket >= toDateTime({start_s:Int64}, 'UTC') AND bucket < toDateTime({end_s:Int64}, 'UTC')"
 
 
@@ -80,6 +82,19 @@ class Period:
         return table, {"start_s": start // 1000, "end_s": end // 1000}
 
 
+    def source(self, scope: str | None) -> tuple[str, dict[str, int]]:
+        """What to read `scope` from over this period: a rollup, or for runs (short-lived and
+        countless, so not rolled up) the raw events shaped like a rollup."""
+        if scope is None or scope.partition(":")[0] != "run":
+            return self.rollup()
+        _, params = self.rollup()
+        return (f"(SELECT {RUN_SCOPE} AS scope, toStartOfMinute(event_time) AS bucket, provider, model, "
+                "1 AS events, input_tokens, output_tokens, cached_tokens, cost_micro_usd FROM usage_events "
+                "WHERE ifNull(run, '') != '' AND event_time >= fromUnixTimestamp64Milli({start_ms:Int64}, 'UTC') "
+                "AND event_time < fromUnixTimestamp64Milli({end_ms:Int64}, 'UTC'))",
+                {**params, "start_ms": self.start_ms, "end_ms": self.end_ms})
+
+
 def parse_time(text: str, option: str) -> int:
     try:
         when = datetime.fromisoformat(text)
@@ -107,7 +122,7 @@ def scope_filter(scope: str | None) -> tuple[str, dict[str, Any]]:
 
 def spend(run: Runner, period: Period, scope: str | None, every: str | None = None) -> dict[str, Any]:
     """Spend per scope over the period; with every = hour|day, per bucket too."""
-    table, params = period.rollup()
+    table, params = period.source(scope)
     where, scope_params = scope_filter(scope)
     if every not in (None, "hour", "day"):
         raise ReportError("--every must be hour or day")
@@ -125,7 +140,7 @@ def top(run: Runner, period: Period, kind: str = "agent", metric: str = "cost_mi
         raise ReportError(f"--metric must be one of {', '.join(METRICS)}")
     if kind == "global" or kind not in KINDS:
         raise ReportError(f"--kind must be one of {', '.join(k for k in KINDS if k != 'global')}")
-    table, params = period.rollup()
+    table, params = period.source(kind)
     return run(f"SELECT scope, {METRICS[metric]} AS amount, {_TOTALS} FROM {table} "
                f"WHERE startsWith(scope, {{prefix:String}}) AND {_IN_PERIOD} GROUP BY scope "
                f"ORDER BY amount DESC, scope LIMIT {{limit:UInt32}}",
@@ -134,7 +149,7 @@ def top(run: Runner, period: Period, kind: str = "agent", metric: str = "cost_mi
 
 def models(run: Runner, period: Period, scope: str | None = None) -> dict[str, Any]:
     """Spend per provider and model, over everything or within one scope."""
-    table, params = period.rollup()
+    table, params = period.source(scope)
     where, scope_params = scope_filter(scope or "global")
     return run(f"SELECT provider, model, {_TOTALS} FROM {table} WHERE {where} AND {_IN_PERIOD} "
                f"GROUP BY provider, model ORDER BY micro_usd DESC, provider, model", {**params, **scope_params})
@@ -166,7 +181,7 @@ def utilisation(run: Runner, at_ms: int | None = None, per_budget: int = 10) -> 
         if deleted or metric not in METRICS:
             continue
         start, end = parse_window(window, tz).bounds(at_ms)
-        table, params = Period(start, end).rollup()
+        table, params = Period(start, end).source(scope)
         where, scope_params = scope_filter(scope)
         spent = run(f"SELECT scope, {METRICS[metric]} AS spent FROM {table} WHERE {where} AND {_IN_PERIOD} "
                     f"GROUP BY scope ORDER BY spent DESC, scope LIMIT {{top:UInt32}}",
