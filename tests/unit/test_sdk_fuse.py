@@ -1,0 +1,34 @@
+"""Fuse's user-facing errors (no broker involved: it points at a closed port on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenfuse.config import Settings
+from tokenfuse.errors import ConfigError
+from tokenfuse.sdk import Fuse, FuseOptions
+
+NOWHERE = Settings(bootstrap_servers="127.0.0.1:1", topic_prefix="unit", control_key="k")
+
+
+def test_a_fuse_without_a_control_key_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="TOKENFUSE_CONTROL_KEY"):
+        Fuse(NOWHERE.model_copy(update={"control_key": None}), FuseOptions(agent="a", spool_dir=tmp_path))
+
+
+def test_options_from_env_list_every_problem(monkeypatch):
+    monkeypatch.delenv("TOKENFUSE_AGENT", raising=False)
+    monkeypatch.setenv("TOKENFUSE_FAIL_POLICY", "sometimes")
+    monkeypatch.setenv("TOKENFUSE_SPOOL_MAX_BYTES", "12")
+    with pytest.raises(ConfigError) as info:
+        FuseOptions.from_env()
+    assert {p.split(":")[0] for p in info.value.problems} == {
+        "TOKENFUSE_AGENT", "TOKENFUSE_FAIL_POLICY", "TOKENFUSE_SPOOL_MAX_BYTES"}
+
+
+def test_record_refuses_negative_counts_and_close_spools_what_no_broker_took(tmp_path):
+    with Fuse(NOWHERE, FuseOptions(agent="a", spool_dir=tmp_path, close_timeout_s=0)) as fuse:
+        with pytest.raises(ValueError, match="negative"):
+            fuse.record("gpt-4o", -1, 5)
+        fuse.record("gpt-4o", 1, 5)
+    assert fuse.stats["spooled"] == 1  # no broker: the event is on disk, not lost
