@@ -125,10 +125,13 @@ class Reporter:
             self._producer.poll(0)
             if self._closing:
                 return
-            if self._broker_down:
-                self._probe()
-            elif self._replaying is not None or self.spool.pending():
-                self._replay_some()
+            try:
+                if self._broker_down:
+                    self._probe()
+                elif self._replaying is not None or self.spool.pending():
+                    self._replay_some()
+            except OSError as exc:  # the spool's disk: keep sending what can be sent
+                log.error("tokenfuse: spool replay failed: %s", exc)
 
     def _drain(self) -> None:
         pending, produced = self._pending, 0
@@ -141,7 +144,7 @@ class Reporter:
                 continue
             try:
                 self._producer.produce(self._topic, value, key, on_delivery=self._on_delivery, timestamp=ts)
-            except BufferError:
+            except (BufferError, KafkaException):  # queue full, or the producer failed for good
                 self._spool(key, value, ts)
             produced += 1
             if produced % _YIELD_EVERY == 0:
@@ -220,7 +223,7 @@ class Reporter:
             try:
                 self._producer.produce(self._topic, value, key, timestamp=ts,
                                        on_delivery=partial(self._on_replay_delivery, segment))
-            except BufferError:
+            except (BufferError, KafkaException):
                 return
             self._replay_next += 1
             if self._replay_next % _YIELD_EVERY == 0:

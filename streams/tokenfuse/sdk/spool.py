@@ -63,8 +63,13 @@ class Spool:
             if self._bytes + len(frame) > self.max_bytes:
                 self._count_drop()
                 return False
-            writer = self._open_writer()
-            writer.write(frame)
+            try:
+                writer = self._open_writer()
+                writer.write(frame)
+            except OSError as exc:  # disk full, directory gone: counted like the bound
+                log.error("tokenfuse spool %s cannot be written: %s", self.directory, exc)
+                self._count_drop()
+                return False
             self._bytes += len(frame)
             self.written += 1
             if writer.tell() >= _SEGMENT_BYTES:
