@@ -1,0 +1,83 @@
+"""The budget engine against a generated stream of 100k events: every sampled scope × window total
+equals the ground truth computed in the test, each threshold fires exactly once, scopes under
+their thresholds fire nothing, and the control topic holds exactly the expected states."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from tests.engine_stream import (TotalsIndex, budgets_for, expected_outcome, generate, get_json, sample_scopes,
+                                 StreamProducer, totals_mismatches, worker_settings)
+from tests.helpers import publish_budget, read_all
+from tokenfuse.codec import codec
+from tokenfuse.follow import wait_until
+from tokenfuse.process import RoleProcess
+from tokenfuse.windows import parse_window
+
+GRACE_S = 5
+DAY = parse_window("day")
+
+
+def check_alerts(settings, expected: set[str]) -> None:
+    """Every expected alert id exactly once and nothing else (waits a little for extras)."""
+    decode = codec("Alert").decode
+    read_all(settings, "alerts", decode, until=lambda r: len(r) >= len(expected), timeout=30)
+    alerts = read_all(settings, "alerts", decode, until=lambda r: len(r) > len(expected), timeout=3)
+    counts = Counter(a["alert_id"] for _, a, _ in alerts)
+    twice = sorted(i for i, n in counts.items() if n > 1)
+    assert not twice, f"{len(twice)} thresholds fired more than once, e.g. {twice[:5]}"
+    assert not expected - set(counts), f"missing alerts, e.g. {sorted(expected - set(counts))[:5]}"
+    assert not set(counts) - expected, f"unexpected alerts, e.g. {sorted(set(counts) - expected)[:5]}"
+
+
+def check_control(control, expected: dict[str, tuple[str, int]]) -> None:
+    def states() -> dict[str, tuple[str, int]]:
+        return {s: (v["state"], v["until"]) for s, v in control.snapshot().items()}
+
+    wait_until(lambda: states() == expected, timeout=20)
+    got = states()
+    wrong = sorted((s, got.get(s), expected.get(s)) for s in set(got) | set(expected) if got.get(s) != expected.get(s))
+    assert not wrong, f"{len(wrong)} control states differ (scope, got, expected), e.g. {wrong[:5]}"
+
+
+@pytest.mark.timeout(240)
+def test_100k_events_totals_equal_ground_truth_and_thresholds_fire_once(settings, control, tmp_path):
+    settings = worker_settings(settings.model_copy(update={"grace_seconds": GRACE_S}), "w1")
+    stream = generate(100_000, settings.partitions, GRACE_S * 1000, seed=11)
+    index = TotalsIndex(stream.counted)
+    assert stream.late > 500 and stream.duplicates > 2000  # the stream really tests both
+    budgets = budgets_for(index, DAY)
+    for b in budgets:
+        publish_budget(settings, **b)
+    worker = RoleProcess("worker", settings, tmp_path / "w1.log").start(timeout=90)
+    try:
+        started = time.monotonic()
+        StreamProducer(settings).send(stream.sent)
+        ports = [settings.web_port]
+        counted = len(stream.counted)
+        assert wait_until(lambda: (get_json(settings.web_port, "/stats")[1] or {}).get("counters", {})
+                          .get("events", 0) >= counted, timeout=150, interval=0.5), \
+            f"worker counted {get_json(settings.web_port, '/stats')} of {counted}\n{worker.tail()}"
+        print(f"100k events accounted in {time.monotonic() - started:.1f}s")
+        scopes = sample_scopes(index, seed=11)
+        wait_until(lambda: not totals_mismatches(ports, index, ["global"]), timeout=30, interval=0.5)
+        problems = totals_mismatches(ports, index, scopes)
+        assert not problems, "\n".join(problems) + "\n" + worker.tail()
+        counters = get_json(settings.web_port, "/stats")[1]["counters"]
+        assert (counters["events"], counters["duplicates"], counters["late_events"], counters.get("dlq", 0)) == (
+            counted, stream.duplicates, stream.late, 0), worker.tail()
+
+        alert_ids, states = expected_outcome(index, budgets, DAY, int(time.time() * 1000))
+        assert any(i.startswith("org-over|org:o0|") and i.endswith("|100") for i in alert_ids)
+        assert not any(i.startswith(("model-low|", "global-low|")) for i in alert_ids)
+        check_alerts(settings, alert_ids)
+        assert states["org:o0"][0] == "block" and states["team:o1/t1"][0] == "throttle"
+        check_control(control, states)
+    except BaseException:
+        print(worker.tail(60))
+        raise
+    finally:
+        worker.stop()
