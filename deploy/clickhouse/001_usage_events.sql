@@ -5,8 +5,11 @@
 --    came from, kept for the last non_replicated_deduplication_window inserts: a retried
 --    batch whose first attempt did land is dropped by ClickHouse itself, even where the
 --    sink's own read could miss it (a lagging replica in the cluster variant);
---  * ReplacingMergeTree over a sort key ending in event_id is the last safety net should two
---    sinks ever race on the same event.
+--  * plain MergeTree, not ReplacingMergeTree: replacing costs 3x the insert rate here (measured
+--    with tests/benchmarks/bench_history.py) and would only act at some later merge, while
+--    queries without FINAL would count a duplicate until then anyway. The two mechanisms above
+--    keep duplicates out; one sink owns a partition at a time, and every copy of an event_id
+--    arrives on the same partition (keyed by agent).
 -- The retention TTL is set from TOKENFUSE_HISTORY_RETENTION_DAYS by `tokenfuse db migrate`.
 CREATE TABLE IF NOT EXISTS usage_events
 (
@@ -30,7 +33,7 @@ CREATE TABLE IF NOT EXISTS usage_events
     inserted_at     DateTime64(3, 'UTC') DEFAULT now64(3),
     INDEX event_id_bloom event_id TYPE bloom_filter GRANULARITY 4
 )
-ENGINE = ReplacingMergeTree
+ENGINE = MergeTree
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (org, team, agent, event_time, event_id)
 TTL toDateTime(event_time) + INTERVAL 400 DAY

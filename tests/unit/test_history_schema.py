@@ -24,7 +24,7 @@ def tables(h: History) -> dict[str, str]:
 def test_migrate_creates_every_table_once_and_records_it(history):
     found = tables(history)
     assert TABLES <= set(found)
-    assert found["usage_events"] == "ReplacingMergeTree"
+    assert found["usage_events"] == "MergeTree"
     assert found["usage_by_hour"] == "SummingMergeTree"
     assert found["usage_by_hour_mv"] == "MaterializedView"
     assert migrate(history) == []  # idempotent

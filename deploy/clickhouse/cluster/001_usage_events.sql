@@ -1,6 +1,6 @@
 -- Cluster variant: see README.md in this folder. {cluster}, {shard} and {replica} are server macros.
--- Sharded by event_id, so every copy of an event lands on one shard, where the sink's
--- lookup and ReplacingMergeTree see it; replicas deduplicate retried inserts by token.
+-- Sharded by event_id, so every copy of an event lands on one shard, where the sink's lookup
+-- sees it; replicas deduplicate retried inserts by token.
 CREATE TABLE IF NOT EXISTS usage_events_local ON CLUSTER '{cluster}'
 (
     event_id        String,
@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS usage_events_local ON CLUSTER '{cluster}'
     inserted_at     DateTime64(3, 'UTC') DEFAULT now64(3),
     INDEX event_id_bloom event_id TYPE bloom_filter GRANULARITY 4
 )
-ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/usage_events', '{replica}')
+ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/usage_events', '{replica}')
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (org, team, agent, event_time, event_id)
 TTL toDateTime(event_time) + INTERVAL 400 DAY;

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
 from tokenfuse.config import Settings
+from tokenfuse.errors import TokenfuseError
 from tokenfuse.history.client import History, QueryError
 
 
@@ -55,7 +56,11 @@ def serve(history: History, settings: Settings, stats: dict[str, int]) -> Thread
         def log_message(self, *args: Any) -> None:  # queries may carry user data: do not log them
             pass
 
-    server = ThreadingHTTPServer((settings.sink_host, settings.sink_port), Handler)
+    try:
+        server = ThreadingHTTPServer((settings.sink_host, settings.sink_port), Handler)
+    except OSError as exc:
+        raise TokenfuseError(f"cannot serve SQL on {settings.sink_host}:{settings.sink_port} ({exc.strerror}); "
+                             "set TOKENFUSE_SINK_PORT to a free port") from None
     threading.Thread(target=server.serve_forever, name="sql-endpoint", daemon=True).start()
     return server
 
