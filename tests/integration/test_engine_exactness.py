@@ -5,42 +5,17 @@ their thresholds fire nothing, and the control topic holds exactly the expected 
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 import pytest
 
-from tests.engine_stream import (TotalsIndex, budgets_for, expected_outcome, generate, get_json, sample_scopes,
-                                 StreamProducer, totals_mismatches, worker_settings)
-from tests.helpers import publish_budget, read_all
-from tokenfuse.codec import codec
+from tests.engine_stream import (DAY, StreamProducer, TotalsIndex, budgets_for, check_alerts, check_control,
+                                 expected_outcome, generate, get_json, sample_scopes, totals_mismatches,
+                                 worker_settings)
+from tests.helpers import publish_budget
 from tokenfuse.follow import wait_until
 from tokenfuse.process import RoleProcess
-from tokenfuse.windows import parse_window
 
 GRACE_S = 5
-DAY = parse_window("day")
-
-
-def check_alerts(settings, expected: set[str]) -> None:
-    """Every expected alert id exactly once and nothing else (waits a little for extras)."""
-    decode = codec("Alert").decode
-    read_all(settings, "alerts", decode, until=lambda r: len(r) >= len(expected), timeout=30)
-    alerts = read_all(settings, "alerts", decode, until=lambda r: len(r) > len(expected), timeout=3)
-    counts = Counter(a["alert_id"] for _, a, _ in alerts)
-    twice = sorted(i for i, n in counts.items() if n > 1)
-    assert not twice, f"{len(twice)} thresholds fired more than once, e.g. {twice[:5]}"
-    assert not expected - set(counts), f"missing alerts, e.g. {sorted(expected - set(counts))[:5]}"
-    assert not set(counts) - expected, f"unexpected alerts, e.g. {sorted(set(counts) - expected)[:5]}"
-
-
-def check_control(control, expected: dict[str, tuple[str, int]]) -> None:
-    def states() -> dict[str, tuple[str, int]]:
-        return {s: (v["state"], v["until"]) for s, v in control.snapshot().items()}
-
-    wait_until(lambda: states() == expected, timeout=20)
-    got = states()
-    wrong = sorted((s, got.get(s), expected.get(s)) for s in set(got) | set(expected) if got.get(s) != expected.get(s))
-    assert not wrong, f"{len(wrong)} control states differ (scope, got, expected), e.g. {wrong[:5]}"
 
 
 @pytest.mark.timeout(240)
