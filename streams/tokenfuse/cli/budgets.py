@@ -55,9 +55,30 @@ def run_apply(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     from tokenfuse.budgets.store import read_budgets
 
-    budgets = sorted(read_budgets(Settings.from_env()).values(), key=lambda b: b["id"])
+    settings = Settings.from_env()
+    budgets = sorted(read_budgets(settings).values(), key=lambda b: b["id"])
     print(format_table(budgets) if budgets else "no budgets")
+    if budgets:
+        print_current_spend(settings)
     return 0
+
+
+def print_current_spend(settings: Settings) -> None:
+    """Spend and % used per budget and scope in the current windows, from the ClickHouse history
+    (the same query as `tokenfuse report utilisation`); one line if the history is not there."""
+    from tokenfuse.cli.sql import print_result
+    from tokenfuse.errors import TokenfuseError
+    from tokenfuse.history import reports
+    from tokenfuse.history.sql import sql_runner
+
+    try:
+        with sql_runner(settings) as sql:
+            result = reports.utilisation(sql)
+    except TokenfuseError as exc:
+        print(f"\ncurrent spend: not available ({exc})")
+        return
+    print("\ncurrent spend (ClickHouse history, current windows):")
+    print_result(result["columns"], result["rows"], "table")
 
 
 def run_delete(args: argparse.Namespace) -> int:
@@ -68,8 +89,7 @@ def run_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-# The columns of `budgets list`. Current spend and % used per scope come from the worker's totals
-# (or ClickHouse) and are added here as further columns when that query exists.
+# The columns of `budgets list`; current spend and % used follow in a second table.
 COLUMNS = ("id", "scope", "metric", "window", "limit", "thresholds")
 
 
