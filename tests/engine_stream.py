@@ -204,6 +204,11 @@ def get_json(port: int, path: str) -> tuple[int, Any]:
         return 0, None
 
 
+def counters(port: int) -> dict[str, int]:
+    """The worker's /stats counters (empty while it does not answer)."""
+    return (get_json(port, "/stats")[1] or {}).get("counters", {})
+
+
 def worker_totals(ports: list[int], scope: str) -> dict[str, Any] | None:
     """The windows of `scope` from whichever worker owns it; None if none answers for it."""
     for port in ports:

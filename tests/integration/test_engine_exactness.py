@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.engine_stream import (DAY, StreamProducer, TotalsIndex, budgets_for, check_alerts, check_control,
-                                 expected_outcome, generate, get_json, sample_scopes, totals_mismatches,
+                                 counters, expected_outcome, generate, sample_scopes, totals_mismatches,
                                  worker_settings)
 from tests.helpers import publish_budget
 from tokenfuse.follow import wait_until
@@ -33,16 +33,15 @@ def test_100k_events_totals_equal_ground_truth_and_thresholds_fire_once(settings
         StreamProducer(settings).send(stream.sent)
         ports = [settings.web_port]
         counted = len(stream.counted)
-        assert wait_until(lambda: (get_json(settings.web_port, "/stats")[1] or {}).get("counters", {})
-                          .get("events", 0) >= counted, timeout=150, interval=0.5), \
-            f"worker counted {get_json(settings.web_port, '/stats')} of {counted}\n{worker.tail()}"
+        assert wait_until(lambda: counters(settings.web_port).get("events", 0) >= counted, timeout=150, interval=0.5), \
+            f"worker counted {counters(settings.web_port)} of {counted}\n{worker.tail()}"
         print(f"100k events accounted in {time.monotonic() - started:.1f}s")
         scopes = sample_scopes(index, seed=11)
         wait_until(lambda: not totals_mismatches(ports, index, ["global"]), timeout=30, interval=0.5)
         problems = totals_mismatches(ports, index, scopes)
         assert not problems, "\n".join(problems) + "\n" + worker.tail()
-        counters = get_json(settings.web_port, "/stats")[1]["counters"]
-        assert (counters["events"], counters["duplicates"], counters["late_events"], counters.get("dlq", 0)) == (
+        got = counters(settings.web_port)
+        assert (got["events"], got["duplicates"], got["late_events"], got.get("dlq", 0)) == (
             counted, stream.duplicates, stream.late, 0), worker.tail()
 
         alert_ids, states = expected_outcome(index, budgets, DAY, int(time.time() * 1000))

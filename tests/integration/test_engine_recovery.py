@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.engine_stream import (DAY, StreamProducer, TotalsIndex, budgets_for, check_alerts, check_control,
-                                 committed_everything, expected_outcome, fresh_settings, generate, get_json,
+                                 committed_everything, counters, expected_outcome, fresh_settings, generate, get_json,
                                  sample_scopes, totals_mismatches, worker_settings, worker_totals)
 from tests.helpers import publish_budget
 from tokenfuse.follow import wait_until
@@ -102,11 +102,10 @@ def test_late_event_stays_late_after_a_restart(settings, tmp_path):
         worker.start(timeout=120)
         marker = dict(on_time[-1][1], event_id="marker-after-restart", event_time=now)
         producer.send([(0, late), (0, marker)])
-        assert wait_until(lambda: (get_json(s.web_port, "/stats")[1] or {}).get("counters", {})
-                          .get("events", 0) + (get_json(s.web_port, "/stats")[1] or {}).get("counters", {})
-                          .get("late_events", 0) >= 2, timeout=30), worker.tail()
-        counters = get_json(s.web_port, "/stats")[1]["counters"]
-        assert (counters.get("events"), counters.get("late_events")) == (1, 1), f"{counters}\n{worker.tail()}"
+        assert wait_until(lambda: sum(counters(s.web_port).get(k, 0) for k in ("events", "late_events")) >= 2,
+                          timeout=30), worker.tail()
+        got = counters(s.web_port)
+        assert (got.get("events"), got.get("late_events")) == (1, 1), f"{got}\n{worker.tail()}"
     finally:
         worker.stop()
 
