@@ -65,7 +65,8 @@ def settings(broker: str, tmp_path: Path) -> Settings:
     )
     create_topics(s)
     yield s
-    delete_topics(s)
+    if not os.environ.get("TOKENFUSE_TEST_KEEP_TOPICS"):  # keep them to inspect a failure
+        delete_topics(s)
 
 
 @pytest.fixture

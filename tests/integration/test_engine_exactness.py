@@ -39,7 +39,7 @@ def test_100k_events_totals_equal_ground_truth_and_thresholds_fire_once(settings
         scopes = sample_scopes(index, seed=11)
         wait_until(lambda: not totals_mismatches(ports, index, ["global"]), timeout=30, interval=0.5)
         problems = totals_mismatches(ports, index, scopes)
-        assert not problems, "\n".join(problems) + "\n" + worker.tail()
+        assert not problems, "\n".join(problems) + f"\ncounters {counters(settings.web_port)}\n" + worker.tail()
         got = counters(settings.web_port)
         assert (got["events"], got["duplicates"], got["late_events"], got.get("dlq", 0)) == (
             counted, stream.duplicates, stream.late, 0), worker.tail()

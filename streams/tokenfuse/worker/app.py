@@ -16,6 +16,7 @@ Kafka transaction per input partition (transactions.py), every `commit_interval_
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import time
@@ -30,13 +31,12 @@ from tokenfuse.config import Settings
 from tokenfuse.errors import ConfigError, DecodeError
 from tokenfuse.follow import CompactedTopicFollower
 from tokenfuse.scopes import event_scopes
-from tokenfuse.signing import encode_signed
 from tokenfuse.windows import WindowSpec, parse_window
-from tokenfuse.worker.decisions import control_state, evaluate
-from tokenfuse.worker.engine import BudgetIndex, effective
-from tokenfuse.worker.scope_state import FIELDS, apply_delta, current_window, new_record
+from tokenfuse.worker.engine import BudgetIndex
+from tokenfuse.worker.scope_state import FIELDS, current_window, new_record
+from tokenfuse.worker.settle import Output, Settler
 from tokenfuse.worker.totals import Delta, DeltaBatch, scope_partition
-from tokenfuse.worker.transactions import use_source_partition_transactions
+from tokenfuse.worker.transactions import process_as, use_source_partition_transactions
 from tokenfuse.worker.validate import validate_usage
 
 log = logging.getLogger(__name__)
@@ -98,9 +98,8 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
     # event ids seen, one changelog record per input partition and batch: `<partition>:<offset>`
     # -> [expires_ms, [event ids]]; `seen` indexes them all in memory, rebuilt after recovery.
     seen: dict[str, int] = {}
-    # Scopes not in the allow state: the sweep re-checks them when their windows end.
-    watched: set[str] = set()
-
+    settler = Settler(specs, stats, key, settings.control_key_id)
+    watched = settler.watched  # scopes not in the allow state, re-checked by the sweep
     async def forget_seen() -> None:
         seen.clear()  # rebuilt from the recovered table by remember_seen()
 
@@ -163,7 +162,7 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
                 batch.add(usage_event, event_scopes(usage_event), catalog.cost(usage_event).micro_usd)
             for part, ids in new_ids.items():
                 # Table writes go to the changelog partition of the current event: this one's.
-                stream._set_current_event(last_event[part])
+                process_as(last_event[part])
                 seen_batches[f"{part}:{last_event[part].message.offset}"] = [now + dedupe_ms, ids]
                 expire(seen_batches, part, now, lambda k, v: k.startswith(f"{part}:") and v[0] < now)
             for part, items in batch.by_partition(partitions).items():
@@ -197,39 +196,14 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
             state["index"] = index
         return state["index"]
 
-    async def settle(scope: str, record: dict[str, Any], scope_deltas: list[Delta], index: BudgetIndex,
-                     now: int) -> None:
-        """Add the scope's deltas (if any), check its budgets after each one (or once, on the
-        current windows, when there are none: a budget changed or a window ended), send alerts
-        for thresholds crossed and a control state if the scope's effective state changed."""
-        budgets = index.for_scope(scope)
-        checks: list[tuple[Any, Any, str]] = []  # (budget, window, event id)
-        for delta in scope_deltas:
-            for spec in specs.values():
-                window = apply_delta(record, delta, spec)
-                if window is None:
-                    stats["late_events"] += delta.events
-                    continue
-                checks += [(b, window, delta.last_event_id) for b in budgets if b.window.name == spec.name]
-        if not scope_deltas:
-            checks = [(b, current_window(record, specs[b.window.name], now), "") for b in budgets
-                      if b.window.name in specs]
-        for budget, window, event_id in checks:
-            new_alerts, record["e"][budget.id] = evaluate(budget, scope, window, record, event_id, now)
-            for alert in new_alerts:
-                stats["alerts"] += 1
-                await alerts.send(key=scope.encode(), value=codec("Alert").encode(alert))
-        ids = {b.id for b in budgets}
-        record["e"] = {k: e for k, e in record["e"].items() if e["until"] > now and k in ids}
-        chosen = effective(record["e"], now)
-        emitted = [chosen["state"], chosen["budget_id"], chosen["until"]] if chosen else ["allow", None, None]
-        if emitted != record["m"]:
-            stats["control_changes"] += 1
-            record["m"] = emitted
-            await control.send(key=scope.encode(), value=encode_signed(
-                control_state(scope, chosen, now), key, settings.control_key_id))
-        if emitted[0] != "allow":
-            watched.add(scope)
+    topics = {"alerts": alerts, "control": control}
+    # Held from a scope's decision until its messages are sent, so the account agent and the
+    # sweep publish a scope's control states in the order they decided them.
+    deciding = asyncio.Lock()
+
+    async def publish(outputs: list[Output]) -> None:
+        for o in outputs:
+            await topics[o.topic].send(key=o.key, value=o.value)
 
     @app.agent(deltas)
     async def account(stream: faust.StreamT) -> None:
@@ -241,16 +215,19 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
                 by_partition[event.message.partition].append(event)
             for part, part_events in by_partition.items():
                 # Table writes go to the changelog partition of the current event: this one's.
-                stream._set_current_event(part_events[-1])
+                process_as(part_events[-1])
                 by_scope: dict[str, list[Delta]] = defaultdict(list)
                 for event in part_events:
                     for item in event.value:
                         delta = Delta.from_json(item)
                         by_scope[delta.scope].append(delta)
-                for scope, scope_deltas in by_scope.items():
-                    record = scopes_table.get(scope) or new_record()
-                    await settle(scope, record, scope_deltas, index, now)
-                    scopes_table[scope] = record
+                async with deciding:
+                    outputs: list[Output] = []
+                    for scope, scope_deltas in by_scope.items():
+                        record = scopes_table.get(scope) or new_record()
+                        outputs += settler.settle(scope, record, scope_deltas, index, now)
+                        scopes_table[scope] = record
+                    await publish(outputs)
                 expire(scopes_table, part, now,
                        lambda k, v: scope_partition(k, partitions) == part and v["t"] < now - idle_ms
                        and v["m"][0] == "allow")
@@ -275,14 +252,16 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
                 watched.discard(scope)
                 continue
             watched.discard(scope)
-            before = scopes_table.get(scope)
-            if before is None:
-                continue
-            record = copy.deepcopy(before)
-            await settle(scope, record, [], index, now)
-            if record != before:
-                scopes_table.data[scope] = record
-                scopes_table.send_changelog(part, scope, record)
+            async with deciding:
+                record = scopes_table.get(scope)
+                if record is None:
+                    continue
+                before = copy.deepcopy((record["e"], record["f"], record["m"]))
+                outputs = settler.settle(scope, record, [], index, now)
+                if (record["e"], record["f"], record["m"]) != before:
+                    scopes_table.data[scope] = record
+                    scopes_table.send_changelog(part, scope, record)
+                await publish(outputs)
 
     @app.page("/stats")
     async def stats_page(web: Any, request: Any) -> Any:

@@ -7,7 +7,7 @@ write per scope per batch, whatever the number of windows and events.
 
 Record layout (kept small, it is the changelog value):
   "w": {window name: [[start, end, totals], ...]}       tumbling and calendar windows, newest
-        first, at most KEEP_WINDOWS (the previous one still takes events within the grace period)
+        first (see KEEP_WINDOWS)
   "r": {window name: {bucket start: [i, o, c, u, n]}}     rolling windows, in buckets of size/12
   "f": {budget id: [window start, percent]}               the highest threshold fired per budget
   "e": {budget id: enforcement entry}                     what each budget asks for this scope
@@ -23,7 +23,12 @@ from typing import Any, NamedTuple
 from tokenfuse.windows import WindowSpec
 from tokenfuse.worker.totals import Delta
 
+# Tumbling windows kept per spec: the newest two, and any that ended within RETAIN_MS of the
+# scope's newest event. Lateness is judged per input partition, so one partition may still send
+# on-time usage for a window another partition has moved past (after a restart, during a
+# catch-up); ten minutes of skew keep short windows exact.
 KEEP_WINDOWS = 2
+RETAIN_MS = 600_000
 FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "cost_micro_usd", "events")
 
 
@@ -72,12 +77,13 @@ def apply_delta(record: dict[str, Any], delta: Delta, spec: WindowSpec) -> Windo
     windows = record["w"].setdefault(spec.name, [])
     match = next((w for w in windows if w[0] == start), None)
     if match is None:
-        if len(windows) >= KEEP_WINDOWS and start < windows[-1][0]:
-            return None
         match = [start, end, [0, 0, 0, 0, 0]]
         windows.append(match)
         windows.sort(key=lambda w: -w[0])
-        del windows[KEEP_WINDOWS:]
+        horizon = record["t"] - RETAIN_MS
+        windows[KEEP_WINDOWS:] = [w for w in windows[KEEP_WINDOWS:] if w[1] > horizon]
+        if match not in windows:
+            return None
     _add(match[2], delta)
     return Window(*match)
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Optional
 
-from faust.streams import current_event
+import weakref
+
+from faust.streams import _current_event, current_event
 from faust.transport.consumer import TransactionManager
 
 
@@ -39,3 +41,13 @@ class SourcePartitionTransactions(TransactionManager):
 def use_source_partition_transactions(app: Any) -> None:
     """Install on an app before it starts (its transport creates the transaction manager)."""
     app.transport.TransactionManager = SourcePartitionTransactions
+
+
+def process_as(event: Any) -> None:
+    """Make `event` the current event of this task, so table writes go to its changelog partition
+    and sends join its partition's transaction.
+
+    Only the context variable: `Stream._set_current_event` also sets the stream's
+    `current_event` attribute, which `Stream.take_events` reads when it resumes buffering the
+    next message; overwriting it there duplicates an old event and loses the new one."""
+    _current_event.set(weakref.ref(event))
