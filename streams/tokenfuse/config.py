@@ -52,6 +52,10 @@ class Settings(BaseModel):
     commit_interval_ms: int = Field(
         200, ge=10, description="Faust commit (= transaction) interval: bounds kill-switch latency."
     )
+    session_timeout_seconds: float = Field(
+        10.0, ge=6, le=300, description="A worker that stops heartbeating loses its partitions after "
+        "this long: how soon a crashed worker's scopes are taken over."
+    )
     windows: str = Field(
         "1m,1h,1d,7d,day,month,rolling:60s",
         description="Windows the worker keeps totals for from the start; budgets may use these. "

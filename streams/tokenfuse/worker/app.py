@@ -16,7 +16,6 @@ Kafka transaction per input partition (transactions.py), every `commit_interval_
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import time
@@ -36,7 +35,8 @@ from tokenfuse.worker.engine import BudgetIndex
 from tokenfuse.worker.scope_state import FIELDS, current_window, new_record
 from tokenfuse.worker.settle import Output, Settler
 from tokenfuse.worker.totals import Delta, DeltaBatch, scope_partition
-from tokenfuse.worker.transactions import process_as, use_source_partition_transactions
+from tokenfuse.worker.transactions import (ack_all, commit_gate, process_as, use_source_partition_transactions,
+                                            write)
 from tokenfuse.worker.validate import validate_usage
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,14 @@ BATCH_WITHIN_S = 0.1
 ACCOUNT_BATCH_MAX = 64
 ACCOUNT_BATCH_WITHIN_S = 0.2
 EXPIRE_EVERY_MS = 60_000
+
+
+def by_partition(events: list[Any]) -> dict[int, list[Any]]:
+    """A batch's events by input partition, in order."""
+    out: dict[int, list[Any]] = defaultdict(list)
+    for event in events:
+        out[event.message.partition].append(event)
+    return out
 
 
 def now_ms() -> int:
@@ -77,6 +85,8 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
         web_enabled=settings.web_port != 0,
         web_bind=settings.web_host, web_host=settings.web_host, web_port=settings.web_port or 6066,
         broker_commit_interval=settings.commit_interval_ms / 1000,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
     )
@@ -95,16 +105,22 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
     dedupe_ms = settings.dedupe_seconds * 1000
     grace_ms = settings.grace_seconds * 1000
 
-    # event ids seen, one changelog record per input partition and batch: `<partition>:<offset>`
-    # -> [expires_ms, [event ids]]; `seen` indexes them all in memory, rebuilt after recovery.
+    # Event ids seen, one changelog record per input partition and batch: `<partition>:<offset>`
+    # -> [expires_ms, [event ids], newest event time of the partition]. `seen` indexes the ids
+    # and `newest` the event times in memory; both are rebuilt from the table after recovery, so
+    # duplicates stay duplicates and late events stay late across a restart.
     seen: dict[str, int] = {}
+    newest: dict[int, int] = defaultdict(int)
     settler = Settler(specs, stats, key, settings.control_key_id)
     watched = settler.watched  # scopes not in the allow state, re-checked by the sweep
+    gate = commit_gate(app)
+
     async def forget_seen() -> None:
         seen.clear()  # rebuilt from the recovered table by remember_seen()
+        newest.clear()
 
-    seen_batches = app.Table("seen-event-ids", partitions=partitions,
-                             on_recover=forget_seen)
+    seen_batches = app.Table("seen-event-ids", partitions=partitions, on_recover=forget_seen)
+
     async def watch_recovered() -> None:
         watched.update(k for k, v in scopes_table.items() if v["m"][0] != "allow")
 
@@ -113,60 +129,64 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
 
     def remember_seen() -> None:
         if not seen:
-            for expires, ids in seen_batches.values():
+            for k, (expires, ids, newest_ms) in seen_batches.items():
                 seen.update(dict.fromkeys(ids, expires))
+                part = int(k.partition(":")[0])
+                newest[part] = max(newest[part], newest_ms)
 
-    def expire(table: faust.Table, partition: int, now: int, stale: Any) -> None:
-        """Delete this partition's stale keys; runs with an event of `partition` current, so the
-        tombstones go to the right changelog partition."""
+    async def expire(table: faust.Table, partition: int, now: int, stale: Any) -> None:
+        """Delete this partition's stale keys, at most once a minute."""
         if now - last_expiry[(table.name, partition)] < EXPIRE_EVERY_MS:
             return
         last_expiry[(table.name, partition)] = now
         for k in [k for k, v in table.items() if stale(k, v)]:
-            del table[k]
+            await write(table, partition, k, None)
+
+    async def ingest_partition(part: int, events: list[Any], now: int) -> None:
+        """One input partition's share of a batch, all in that partition's transaction."""
+        process_as(events[-1])
+        batch = DeltaBatch()
+        new_ids: list[str] = []
+        for event in events:
+            message = event.message
+            try:
+                usage_event = codec("UsageEvent").decode(event.value)
+                validate_usage(usage_event, now)
+            except DecodeError as exc:
+                stats["dlq"] += 1
+                await dlq.send(key=message.key, value=event.value, headers={
+                    "reason": exc.reason.encode(),
+                    "source": f"{message.topic}/{message.partition}/{message.offset}".encode()})
+                continue
+            event_id = usage_event["event_id"]
+            if event_id in seen:
+                stats["duplicates"] += 1
+                continue
+            seen[event_id] = now + dedupe_ms
+            new_ids.append(event_id)
+            ts = usage_event["event_time"]
+            newest[part] = max(newest[part], ts)
+            if ts < newest[part] - grace_ms:
+                stats["late_events"] += 1
+                continue
+            stats["events"] += 1
+            batch.add(usage_event, event_scopes(usage_event), catalog.cost(usage_event).micro_usd)
+        if new_ids:
+            await write(seen_batches, part, f"{part}:{events[-1].message.offset}",
+                        [now + dedupe_ms, new_ids, newest[part]])
+            await expire(seen_batches, part, now, lambda k, v: k.startswith(f"{part}:") and v[0] < now)
+        for destination, items in batch.by_partition(partitions).items():
+            await deltas.send(value=items, partition=destination)
 
     @app.agent(usage)
     async def ingest(stream: faust.StreamT) -> None:
-        newest: dict[int, int] = defaultdict(int)  # event time per input partition, for lateness
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            remember_seen()
-            now = now_ms()
-            batch = DeltaBatch()
-            new_ids: dict[int, list[str]] = defaultdict(list)
-            last_event: dict[int, Any] = {}
-            for event in events:
-                message = event.message
-                try:
-                    usage_event = codec("UsageEvent").decode(event.value)
-                    validate_usage(usage_event, now)
-                except DecodeError as exc:
-                    stats["dlq"] += 1
-                    await dlq.send(key=message.key, value=event.value, headers={
-                        "reason": exc.reason.encode(),
-                        "source": f"{message.topic}/{message.partition}/{message.offset}".encode()})
-                    continue
-                event_id = usage_event["event_id"]
-                if event_id in seen:
-                    stats["duplicates"] += 1
-                    continue
-                seen[event_id] = now + dedupe_ms
-                part = message.partition
-                new_ids[part].append(event_id)
-                last_event[part] = event
-                ts = usage_event["event_time"]
-                newest[part] = max(newest[part], ts)
-                if ts < newest[part] - grace_ms:
-                    stats["late_events"] += 1
-                    continue
-                stats["events"] += 1
-                batch.add(usage_event, event_scopes(usage_event), catalog.cost(usage_event).micro_usd)
-            for part, ids in new_ids.items():
-                # Table writes go to the changelog partition of the current event: this one's.
-                process_as(last_event[part])
-                seen_batches[f"{part}:{last_event[part].message.offset}"] = [now + dedupe_ms, ids]
-                expire(seen_batches, part, now, lambda k, v: k.startswith(f"{part}:") and v[0] < now)
-            for part, items in batch.by_partition(partitions).items():
-                await deltas.send(value=items, partition=part)
+            async with gate:
+                remember_seen()
+                now = now_ms()
+                for part, part_events in by_partition(events).items():
+                    await ingest_partition(part, part_events, now)
+                await ack_all(stream, events)
             if len(seen) > 2 * stats["events"] + 100_000:
                 for event_id in [e for e, expires in seen.items() if expires < now]:
                     del seen[event_id]
@@ -197,9 +217,6 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
         return state["index"]
 
     topics = {"alerts": alerts, "control": control}
-    # Held from a scope's decision until its messages are sent, so the account agent and the
-    # sweep publish a scope's control states in the order they decided them.
-    deciding = asyncio.Lock()
 
     async def publish(outputs: list[Output]) -> None:
         for o in outputs:
@@ -209,28 +226,26 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
     async def account(stream: faust.StreamT) -> None:
         # Batches of deltas messages: a scope that appears in several is written once.
         async for events in stream.take_events(ACCOUNT_BATCH_MAX, within=ACCOUNT_BATCH_WITHIN_S):
-            index, now = budget_index(), now_ms()
-            by_partition: dict[int, list[Any]] = defaultdict(list)
-            for event in events:
-                by_partition[event.message.partition].append(event)
-            for part, part_events in by_partition.items():
-                # Table writes go to the changelog partition of the current event: this one's.
-                process_as(part_events[-1])
-                by_scope: dict[str, list[Delta]] = defaultdict(list)
-                for event in part_events:
-                    for item in event.value:
-                        delta = Delta.from_json(item)
-                        by_scope[delta.scope].append(delta)
-                async with deciding:
+            async with gate:
+                index, now = budget_index(), now_ms()
+                for part, part_events in by_partition(events).items():
+                    # Table writes and sends join the transaction of this deltas partition.
+                    process_as(part_events[-1])
+                    by_scope: dict[str, list[Delta]] = defaultdict(list)
+                    for event in part_events:
+                        for item in event.value:
+                            delta = Delta.from_json(item)
+                            by_scope[delta.scope].append(delta)
                     outputs: list[Output] = []
                     for scope, scope_deltas in by_scope.items():
                         record = scopes_table.get(scope) or new_record()
                         outputs += settler.settle(scope, record, scope_deltas, index, now)
-                        scopes_table[scope] = record
+                        await write(scopes_table, part, scope, record)
                     await publish(outputs)
-                expire(scopes_table, part, now,
-                       lambda k, v: scope_partition(k, partitions) == part and v["t"] < now - idle_ms
-                       and v["m"][0] == "allow")
+                    await expire(scopes_table, part, now,
+                           lambda k, v: scope_partition(k, partitions) == part and v["t"] < now - idle_ms
+                           and v["m"][0] == "allow")
+                await ack_all(stream, events)
 
     def owned_partitions() -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == deltas.get_topic_name()}
@@ -252,15 +267,14 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
                 watched.discard(scope)
                 continue
             watched.discard(scope)
-            async with deciding:
+            async with gate:  # a commit never splits a scope's changelog write from its messages
                 record = scopes_table.get(scope)
                 if record is None:
                     continue
                 before = copy.deepcopy((record["e"], record["f"], record["m"]))
                 outputs = settler.settle(scope, record, [], index, now)
                 if (record["e"], record["f"], record["m"]) != before:
-                    scopes_table.data[scope] = record
-                    scopes_table.send_changelog(part, scope, record)
+                    await write(scopes_table, part, scope, record)
                 await publish(outputs)
 
     @app.page("/stats")

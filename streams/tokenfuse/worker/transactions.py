@@ -11,16 +11,25 @@ Here a send made while processing an event goes through the producer of that eve
 the outputs and the input offsets commit atomically (Kafka's consume-transform-produce pattern).
 Sends outside a stream (changelog flushes from Faust's buffer) keep Faust's behaviour, which is
 right for them: a changelog partition is its source partition.
+
+Faust commits on a timer, concurrently with the agents. A commit that lands in the middle of a
+batch would put part of the batch's outputs (deltas, alerts, table changelogs still in Faust's
+send buffer) in a transaction whose offsets do not cover that batch: after a crash the batch is
+processed again and its outputs counted twice, or half of them lost. So a batch, its acks and
+a commit exclude each other (`commit_gate`), and table writes are sent and awaited inside the
+batch (`write`) rather than through Faust's background send buffer, whose last message can
+still be on its way when a commit starts.
 """
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Optional
-
+import asyncio
 import weakref
+from typing import Any, Awaitable, Iterable, Optional
 
 from faust.streams import _current_event, current_event
 from faust.transport.consumer import TransactionManager
+from faust.transport.drivers.aiokafka import Consumer
 
 
 class SourcePartitionTransactions(TransactionManager):
@@ -38,9 +47,42 @@ class SourcePartitionTransactions(TransactionManager):
         )
 
 
+class GatedCommitConsumer(Consumer):
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        async with commit_gate(self.app):
+            return await super().force_commit(topics, start_new_transaction=start_new_transaction)
+
+
+async def write(table: Any, partition: int, key: str, value: Any) -> None:
+    """Set (or, with None, delete) a table key and send its changelog record now, in the
+    current transaction: the current event's partition's, else `partition`'s."""
+    if value is None:
+        table.data.pop(key, None)
+    else:
+        table.data[key] = value
+    await table.changelog_topic.send(key=key, value=value, partition=partition)
+
+
+def commit_gate(app: Any) -> asyncio.Lock:
+    """Held by an agent for a whole batch (outputs and acks) and by each commit."""
+    gate = app.__dict__.get("_tokenfuse_commit_gate")
+    if gate is None:
+        gate = app.__dict__["_tokenfuse_commit_gate"] = asyncio.Lock()
+    return gate
+
+
+async def ack_all(stream: Any, events: Iterable[Any]) -> None:
+    """Ack a batch inside the gate, so the next commit holds its offsets with its outputs.
+    (take_events acks them again after the batch; a second ack of a message is a no-op.)"""
+    for event in events:
+        await stream.ack(event)
+
+
 def use_source_partition_transactions(app: Any) -> None:
-    """Install on an app before it starts (its transport creates the transaction manager)."""
+    """Install on an app before it starts (its transport creates the consumer and the
+    transaction manager)."""
     app.transport.TransactionManager = SourcePartitionTransactions
+    app.transport.Consumer = GatedCommitConsumer
 
 
 def process_as(event: Any) -> None:
