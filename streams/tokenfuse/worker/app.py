@@ -231,14 +231,21 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
                 for part, part_events in by_partition(events).items():
                     # Table writes and sends join the transaction of this deltas partition.
                     process_as(part_events[-1])
-                    by_scope: dict[str, list[Delta]] = defaultdict(list)
+                    by_scope: dict[str, list[tuple[int, Delta]]] = defaultdict(list)
                     for event in part_events:
                         for item in event.value:
                             delta = Delta.from_json(item)
-                            by_scope[delta.scope].append(delta)
+                            by_scope[delta.scope].append((event.message.offset, delta))
                     outputs: list[Output] = []
-                    for scope, scope_deltas in by_scope.items():
+                    for scope, offset_deltas in by_scope.items():
                         record = scopes_table.get(scope) or new_record()
+                        # A message already in the record (its write committed, its offset not:
+                        # a crash between) is not added twice.
+                        done = record.get("o", -1)
+                        scope_deltas = [d for offset, d in offset_deltas if offset > done]
+                        if not scope_deltas:
+                            continue
+                        record["o"] = offset_deltas[-1][0]
                         outputs += settler.settle(scope, record, scope_deltas, index, now)
                         await write(scopes_table, part, scope, record)
                     await publish(outputs)

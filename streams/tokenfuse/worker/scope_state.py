@@ -13,6 +13,7 @@ Record layout (kept small, it is the changelog value):
   "e": {budget id: enforcement entry}                     what each budget asks for this scope
   "m": [state, budget id, until]                          the control state last published
   "t": newest event time seen (ms)                        for expiring idle scopes
+  "o": offset of the last deltas message added             so a replayed message is not added twice
 Totals vectors are [input, output, cached, cost_micro_usd, events].
 """
 

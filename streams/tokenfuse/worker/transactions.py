@@ -36,21 +36,46 @@ class SourcePartitionTransactions(TransactionManager):
     async def send(self, topic: str, key: Optional[bytes], value: Optional[bytes], partition: Optional[int],
                    timestamp: Optional[float], headers: Any, *,
                    transactional_id: Optional[str] = None) -> Awaitable[Any]:
+        destination = self.consumer.key_partition(topic, key, partition)
         event = current_event()
-        if event is None:
-            return await super().send(topic, key, value, partition, timestamp, headers)
-        source = event.message
-        group = self.app.assignor.group_for_topic(source.topic)
-        return await self.producer.send(
-            topic, key, value, self.consumer.key_partition(topic, key, partition), timestamp, headers,
-            transactional_id=f"{self.app.conf.id}-{group}-{source.partition}",
-        )
+        if event is None:  # Faust's rule: the destination partition's transaction
+            tid = self._transactional_id(topic, destination)
+        else:
+            tid = self._transactional_id(event.message.topic, event.message.partition)
+        self._with_data().add(tid)
+        return await self.producer.send(topic, key, value, destination, timestamp, headers, transactional_id=tid)
+
+    def _transactional_id(self, topic: str, partition: int) -> str:
+        return f"{self.app.conf.id}-{self.app.assignor.group_for_topic(topic)}-{partition}"
+
+    def _with_data(self) -> set[str]:
+        """Transactions sent to since the last commit."""
+        return self.__dict__.setdefault("_tokenfuse_with_data", set())
+
+    async def commit(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        self._with_data().difference_update(self._transactional_id(tp.topic, tp.partition) for tp in offsets)
+        return await super().commit(offsets, start_new_transaction)
+
+    async def commit_without_offsets(self) -> None:
+        """Commit transactions that hold messages but no input offsets: the sweep's control
+        states have no input event and must not wait for the next one on their partition (nor
+        outlive the transaction timeout)."""
+        pending, producer = self._with_data(), self.producer
+        while pending:
+            tid = pending.pop()
+            async with producer._trn_locks[tid]:
+                txn = producer._transaction_producers.get(tid)
+                if txn is not None:
+                    await txn.commit_transaction()
+                    await txn.begin_transaction()
 
 
 class GatedCommitConsumer(Consumer):
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         async with commit_gate(self.app):
-            return await super().force_commit(topics, start_new_transaction=start_new_transaction)
+            committed = await super().force_commit(topics, start_new_transaction=start_new_transaction)
+            await self.transactions.commit_without_offsets()
+            return committed
 
 
 async def write(table: Any, partition: int, key: str, value: Any) -> None:
