@@ -65,7 +65,7 @@ class SourcePartitionTransactions(TransactionManager):
             tid = pending.pop()
             async with producer._trn_locks[tid]:
                 txn = producer._transaction_producers.get(tid)
-                if txn is not None:
+                if txn is not None:  # None: its partition was revoked, its transaction aborted
                     await txn.commit_transaction()
                     await txn.begin_transaction()
 
