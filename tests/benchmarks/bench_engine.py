@@ -13,7 +13,6 @@ import argparse
 import json
 import random
 import socket
-import subprocess
 import sys
 import time
 import urllib.request

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
