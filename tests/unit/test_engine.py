@@ -137,3 +137,38 @@ def test_validation_rejects_absurd_usage():
                            ({"event_time": 10**13}, "event_time"), ({"cost_micro_usd": -5}, "cost")]:
         with pytest.raises(DecodeError, match=reason):
             validate_usage({**good, **change}, now_ms=2_000)
+
+
+def test_short_windows_stay_open_for_ten_minutes_of_partition_skew():
+    minute = parse_window("1m")
+    record = new_record()
+    d = lambda t, n: Delta("global", t, input_tokens=n, events=1)  # noqa: E731
+    apply_delta(record, d(1_000, 1), minute)
+    apply_delta(record, d(300_000, 1), minute)  # another partition, five minutes ahead
+    apply_delta(record, d(301_000, 1), minute)
+    assert apply_delta(record, d(2_000, 4), minute).totals == [5, 0, 0, 0, 2]  # 5 min back: still kept
+    apply_delta(record, d(700_000, 1), minute)
+    assert apply_delta(record, d(3_000, 1), minute) is None  # over ten minutes back: evicted
+    assert [w[0] for w in record["w"]["60s"]] == [660_000, 300_000]
+
+
+def test_settle_updates_the_record_and_returns_what_to_publish():
+    from collections import Counter
+
+    from tokenfuse.codec import codec
+    from tokenfuse.signing import decode_verified
+    from tokenfuse.worker.settle import Settler
+
+    hour = parse_window("1h")
+    settler = Settler({hour.name: hour}, Counter(), b"k", "key-1")
+    index = BudgetIndex([budget()])
+    record = new_record()
+    now = 1_000
+    out = settler.settle("agent:bot", record, [Delta("agent:bot", 0, input_tokens=950, events=1)], index, now)
+    alerts = [codec("Alert").decode(o.value)["threshold_percent"] for o in out if o.topic == "alerts"]
+    states = [decode_verified(o.value, {"key-1": b"k"})["state"] for o in out if o.topic == "control"]
+    assert (alerts, states) == ([50, 80, 90], ["throttle"])
+    assert record["m"][0] == "throttle" and "agent:bot" in settler.watched
+    assert current_window(record, hour, now).totals == [950, 0, 0, 0, 1]
+    # Nothing new: nothing to publish, and no second alert.
+    assert settler.settle("agent:bot", record, [], index, now) == []
