@@ -38,10 +38,12 @@ class SourcePartitionTransactions(TransactionManager):
                    transactional_id: Optional[str] = None) -> Awaitable[Any]:
         destination = self.consumer.key_partition(topic, key, partition)
         event = current_event()
-        if event is None:  # Faust's rule: the destination partition's transaction
-            tid = self._transactional_id(topic, destination)
-        else:
+        if event is not None:
             tid = self._transactional_id(event.message.topic, event.message.partition)
+        elif destination is not None and topic in self.app.assignor._topic_groups:
+            tid = self._transactional_id(topic, destination)  # a changelog: its partition's transaction
+        else:  # no input and no partition of ours (the sweep's control states): Faust's way
+            return await super().send(topic, key, value, partition, timestamp, headers)
         self._with_data().add(tid)
         return await self.producer.send(topic, key, value, destination, timestamp, headers, transactional_id=tid)
 
