@@ -252,8 +252,8 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
                         await write(scopes_table, part, scope, record)
                     await publish(outputs)
                     await expire(scopes_table, part, now,
-                           lambda k, v: scope_partition(k, partitions) == part and v["t"] < now - idle_ms
-                           and v["m"][0] == "allow")
+                                 lambda k, v: scope_partition(k, partitions) == part and v["t"] < now - idle_ms
+                                 and v["m"][0] == "allow")
                 await ack_all(stream, events)
 
     def owned_partitions() -> set[int]:
@@ -271,11 +271,10 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
         owned = owned_partitions()
         scopes = list(scopes_table.keys()) if version != state["version"] else list(watched)
         for scope in scopes:
+            watched.discard(scope)  # settle() adds it back while it is not allowed
             part = scope_partition(scope, partitions)
             if part not in owned:
-                watched.discard(scope)
                 continue
-            watched.discard(scope)
             async with gate:  # a commit never splits a scope's changelog write from its messages
                 record = scopes_table.get(scope)
                 if record is None:

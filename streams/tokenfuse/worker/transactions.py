@@ -9,8 +9,8 @@ offsets of its usage event would commit in different transactions.
 
 Here a send made while processing an event goes through the producer of that event's partition:
 the outputs and the input offsets commit atomically (Kafka's consume-transform-produce pattern).
-Sends outside a stream (changelog flushes from Faust's buffer) keep Faust's behaviour, which is
-right for them: a changelog partition is its source partition.
+A send with no current event (the sweep's changelog writes) goes in the transaction of its
+destination partition, which is right for a changelog: its partition is its source partition.
 
 Faust commits on a timer, concurrently with the agents. A commit that lands in the middle of a
 batch would put part of the batch's outputs (deltas, alerts, table changelogs still in Faust's
@@ -33,6 +33,10 @@ from faust.transport.drivers.aiokafka import Consumer
 
 
 class SourcePartitionTransactions(TransactionManager):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.with_data: set[str] = set()  # transactions sent to since their last commit
+
     async def send(self, topic: str, key: Optional[bytes], value: Optional[bytes], partition: Optional[int],
                    timestamp: Optional[float], headers: Any, *,
                    transactional_id: Optional[str] = None) -> Awaitable[Any]:
@@ -44,25 +48,21 @@ class SourcePartitionTransactions(TransactionManager):
             tid = self._transactional_id(topic, destination)  # a changelog: its partition's transaction
         else:  # no input and no partition of ours (the sweep's control states): Faust's way
             return await super().send(topic, key, value, partition, timestamp, headers)
-        self._with_data().add(tid)
+        self.with_data.add(tid)
         return await self.producer.send(topic, key, value, destination, timestamp, headers, transactional_id=tid)
 
     def _transactional_id(self, topic: str, partition: int) -> str:
         return f"{self.app.conf.id}-{self.app.assignor.group_for_topic(topic)}-{partition}"
 
-    def _with_data(self) -> set[str]:
-        """Transactions sent to since the last commit."""
-        return self.__dict__.setdefault("_tokenfuse_with_data", set())
-
     async def commit(self, offsets: Any, start_new_transaction: bool = True) -> bool:
-        self._with_data().difference_update(self._transactional_id(tp.topic, tp.partition) for tp in offsets)
+        self.with_data.difference_update(self._transactional_id(tp.topic, tp.partition) for tp in offsets)
         return await super().commit(offsets, start_new_transaction)
 
     async def commit_without_offsets(self) -> None:
         """Commit transactions that hold messages but no input offsets: the sweep's control
         states have no input event and must not wait for the next one on their partition (nor
         outlive the transaction timeout)."""
-        pending, producer = self._with_data(), self.producer
+        pending, producer = self.with_data, self.producer
         while pending:
             tid = pending.pop()
             async with producer._trn_locks[tid]:
