@@ -18,9 +18,6 @@ from tokenfuse.process import RoleProcess
 GRACE_S = 5
 
 
-# Passes in isolation (see the closing note); CI on 2026-11-29 00:0x UTC saw thresholds fire twice when
-# the stream straddled midnight UTC. Not strict until that is understood.
-@pytest.mark.xfail(reason="thresholds fired twice once when the stream straddled midnight UTC (open)", strict=False)
 @pytest.mark.timeout(240)
 def test_100k_events_totals_equal_ground_truth_and_thresholds_fire_once(settings, control, tmp_path):
     settings = worker_settings(settings.model_copy(update={"grace_seconds": GRACE_S}), "w1")

@@ -172,3 +172,16 @@ def test_settle_updates_the_record_and_returns_what_to_publish():
     assert current_window(record, hour, now).totals == [950, 0, 0, 0, 1]
     # Nothing new: nothing to publish, and no second alert.
     assert settler.settle("agent:bot", record, [], index, now) == []
+
+
+def test_a_threshold_fires_once_per_window_when_usage_goes_back_and_forth_across_a_boundary():
+    hour = parse_window("1h")
+    active = ActiveBudget(budget(), hour)
+    record = new_record()
+    fired = []
+    # Out-of-order usage around the top of the hour: old window, new window, old window again.
+    for t, tokens in [(3_599_000, 600), (3_601_000, 600), (3_598_000, 10), (3_602_000, 10)]:
+        window = apply_delta(record, Delta("agent:bot", t, input_tokens=tokens, events=1), hour)
+        alerts, _ = evaluate(active, "agent:bot", window, record, "e", now_ms=1)
+        fired += [a["alert_id"] for a in alerts]
+    assert fired == ["b1|agent:bot|0|50", "b1|agent:bot|3600000|50"]

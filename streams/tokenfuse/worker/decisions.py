@@ -27,20 +27,25 @@ def evaluate(budget: ActiveBudget, scope: str, window: Window, record: dict[str,
              now_ms: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Alerts for thresholds newly crossed and the enforcement entry this budget asks for.
 
-    Each threshold fires once per budget, scope and window (record["f"] remembers the highest
-    fired). A rolling window has no discrete windows: a threshold re-arms once spend falls back
-    below it."""
+    Each threshold fires once per budget, scope and window: record["f"][budget id] remembers the
+    highest percent fired in each window the record still keeps (around a window boundary,
+    out-of-order usage goes back and forth between two windows). A rolling window has no discrete
+    windows: a threshold re-arms once spend falls back below it."""
     b = budget.budget
     spent = metric(window.totals, b["metric"])
     rolling = budget.window.kind == "rolling"
-    fired_start, fired = record["f"].get(b["id"], [None, 0])
-    if not rolling and fired_start != window.start:
-        fired = 0
+    fired_by_window = record["f"].setdefault(b["id"], {})
+    key = "rolling" if rolling else str(window.start)
+    fired = fired_by_window.get(key, 0)
     hit = reached(b, spent)
     top = hit[-1]["percent"] if hit else 0
     crossed = [t for t in hit if t["percent"] > fired]
     if crossed or (rolling and top < fired):
-        record["f"][b["id"]] = [window.start, top]
+        fired_by_window[key] = top
+        if not rolling:  # forget windows the record no longer keeps: no usage reaches them
+            kept = {str(w[0]) for w in record["w"].get(budget.window.name, ())} | {key}
+            for old in set(fired_by_window) - kept:
+                del fired_by_window[old]
     alerts = [alert_for(budget, scope, t, spent, window, event_id, now_ms) for t in crossed]
     until = window.end + budget.window.size_ms if rolling else window.end
     entry = {

@@ -9,7 +9,7 @@ Record layout (kept small, it is the changelog value):
   "w": {window name: [[start, end, totals], ...]}       tumbling and calendar windows, newest
         first (see KEEP_WINDOWS)
   "r": {window name: {bucket start: [i, o, c, u, n]}}     rolling windows, in buckets of size/12
-  "f": {budget id: [window start, percent]}               the highest threshold fired per budget
+  "f": {budget id: {window start: percent}}              the highest threshold fired per window
   "e": {budget id: enforcement entry}                     what each budget asks for this scope
   "m": [state, budget id, until]                          the control state last published
   "t": newest event time seen (ms)                        for expiring idle scopes
