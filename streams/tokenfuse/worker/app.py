@@ -50,13 +50,11 @@ ACCOUNT_BATCH_WITHIN_S = 0.2
 EXPIRE_EVERY_MS = 60_000
 
 
-def by_partition(events: list[Any], assigned: set[Any]) -> dict[int, list[Any]]:
-    """A batch's events by input partition, in order. Events of partitions revoked while they
-    waited in the batch are left out: their new owner processes them again."""
+def by_partition(events: list[Any]) -> dict[int, list[Any]]:
+    """A batch's events by input partition, in order."""
     out: dict[int, list[Any]] = defaultdict(list)
     for event in events:
-        if event.message.tp in assigned:
-            out[event.message.partition].append(event)
+        out[event.message.partition].append(event)
     return out
 
 
@@ -186,7 +184,7 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
             async with gate:
                 remember_seen()
                 now = now_ms()
-                for part, part_events in by_partition(events, app.consumer.assignment()).items():
+                for part, part_events in by_partition(events).items():
                     await ingest_partition(part, part_events, now)
                 await ack_all(stream, events)
             if len(seen) > 2 * stats["events"] + 100_000:
@@ -230,7 +228,7 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
         async for events in stream.take_events(ACCOUNT_BATCH_MAX, within=ACCOUNT_BATCH_WITHIN_S):
             async with gate:
                 index, now = budget_index(), now_ms()
-                for part, part_events in by_partition(events, app.consumer.assignment()).items():
+                for part, part_events in by_partition(events).items():
                     # Table writes and sends join the transaction of this deltas partition.
                     process_as(part_events[-1])
                     by_scope: dict[str, list[tuple[int, Delta]]] = defaultdict(list)
