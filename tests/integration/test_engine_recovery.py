@@ -4,6 +4,7 @@ no block is lost. Topics have 4 partitions here."""
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -27,7 +28,8 @@ def settings(settings):
     s = fresh_settings(settings, partitions=4, grace_seconds=GRACE_S)
     create_topics(s)
     yield s
-    delete_topics(s)
+    if not os.environ.get("TOKENFUSE_TEST_KEEP_TOPICS"):  # keep them to inspect a failure
+        delete_topics(s)
 
 
 def assert_exact(workers: list[RoleProcess], index: TotalsIndex, scopes: list[str], timeout: float) -> None:
@@ -53,9 +55,6 @@ def check_thresholds_and_blocks(settings, control, index: TotalsIndex, budgets: 
     check_control(control, states)  # every scope over budget still ends on `block`
 
 
-# Each restart after a SIGKILL waits for the dead member's session to expire (Faust's default: 60 s).
-# Passes locally; one CI run still found some agents short after three kills. Not strict until fixed.
-@pytest.mark.xfail(reason="totals sometimes short after three SIGKILLs under CI load (open)", strict=False)
 @pytest.mark.timeout(420)
 def test_sigkill_three_times_mid_stream_keeps_totals_exact(settings, control, tmp_path):
     stream = generate(40_000, 4, GRACE_S * 1000, seed=21)
@@ -112,11 +111,6 @@ def test_late_event_stays_late_after_a_restart(settings, tmp_path):
         worker.stop()
 
 
-# Known bug (see the issue "Two workers: rebalance fences the survivor's transactional
-# producers"): when the group rebalances, Faust replaces the transactional producers while a batch
-# is being sent, the survivor is fenced and its agents crash. Not strict: it must keep running and
-# will pass once that is fixed.
-@pytest.mark.xfail(reason="rebalance fences the survivor's transactional producers (open issue)", strict=False)
 @pytest.mark.timeout(300)
 def test_survivor_of_two_workers_takes_over_and_totals_stay_exact(settings, control, tmp_path):
     stream = generate(30_000, 4, GRACE_S * 1000, seed=41)

@@ -88,6 +88,9 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
         consumer_auto_offset_reset="earliest",
+        # The memory store drops standby data once recovery completes, so standbys would only
+        # cost reads; a partition taken over is recovered from its changelog.
+        table_standby_replicas=0,
         autodiscover=False,
     )
     use_source_partition_transactions(app)

@@ -19,6 +19,14 @@ processed again and its outputs counted twice, or half of them lost. So a batch,
 a commit exclude each other (`commit_gate`), and table writes are sent and awaited inside the
 batch (`write`) rather than through Faust's background send buffer, whose last message can
 still be on its way when a commit starts.
+
+A rebalance must not leave a transaction open either. After it, Faust seeks the partitions this
+worker keeps back to their committed offsets and replays their changelogs up to the last
+committed record, over in-memory state that already holds the open transaction's work: that
+work would be counted twice, or overwritten and lost. So all work is committed when partitions
+are revoked (`on_partitions_revoked`), and the producers of partitions no longer owned are
+stopped, so that none is left behind to be fenced by the partition's next owner and to fail
+when the partition comes back (`on_rebalance`).
 """
 
 from __future__ import annotations
@@ -54,6 +62,21 @@ class SourcePartitionTransactions(TransactionManager):
     def _transactional_id(self, topic: str, partition: int) -> str:
         return f"{self.app.conf.id}-{self.app.assignor.group_for_topic(topic)}-{partition}"
 
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        """Called once the agents are done with their current events: commit all of it."""
+        await super().on_partitions_revoked(revoked)
+        await self.consumer.force_commit()
+
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
+        """Faust stops the producers of revoked partitions except those it assigns as
+        standbys; stop those too: this worker no longer writes for them."""
+        await super().on_rebalance(assigned, revoked, newly_assigned)
+        owned = self._tps_to_transactional_ids(self.app.assignor.assigned_actives())
+        stale = [tid for tid in self.producer._transaction_producers if tid not in owned]
+        if stale:
+            self.log.info("Stopping %d transactional producers of partitions not owned any more", len(stale))
+            await self._stop_transactions(stale)
+
     async def commit(self, offsets: Any, start_new_transaction: bool = True) -> bool:
         self.with_data.difference_update(self._transactional_id(tp.topic, tp.partition) for tp in offsets)
         return await super().commit(offsets, start_new_transaction)
@@ -79,14 +102,29 @@ class GatedCommitConsumer(Consumer):
             await self.transactions.commit_without_offsets()
             return committed
 
+    async def highwaters(self, *partitions: Any) -> Any:
+        """Where table recovery must read a changelog partition to.
+
+        Under transactions Faust takes the consumer's cached last stable offset, which is None
+        for a partition not fetched since its assignment: a partition taken over from another
+        worker then looks empty and its table state is silently skipped. Ask the broker
+        instead: the end offsets of a read_committed consumer are the last stable offsets."""
+        thread = self._thread
+        return await thread.call_thread(thread._ensure_consumer().end_offsets, list(partitions))
+
 
 async def write(table: Any, partition: int, key: str, value: Any) -> None:
     """Set (or, with None, delete) a table key and send its changelog record now, in the
     current transaction: the current event's partition's, else `partition`'s."""
+    store = table.data
     if value is None:
-        table.data.pop(key, None)
+        store.pop(key, None)
+        store._key_partition.pop(key, None)
     else:
-        table.data[key] = value
+        store[key] = value
+        # The memory store drops the keys of partitions no longer owned after a rebalance, but
+        # knows only the partitions of keys it recovered: tell it this key's.
+        store._key_partition[key] = partition
     await table.changelog_topic.send(key=key, value=value, partition=partition)
 
 
