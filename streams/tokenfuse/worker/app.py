@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 BATCH_MAX = 5000
 BATCH_WITHIN_S = 0.1
+# A batch can hold up to 7 deltas per event (one per scope); chunks of this many (~200 kB of
+# JSON) keep every deltas message far below Kafka's 1 MB message limit.
+DELTAS_PER_MESSAGE = 2000
 # Deltas messages are per-partition batches already; grouping a few more halves table writes
 # for busy scopes. The wait bounds the added kill-switch latency.
 ACCOUNT_BATCH_MAX = 64
@@ -91,6 +94,8 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
         # The memory store drops standby data once recovery completes, so standbys would only
         # cost reads; a partition taken over is recovered from its changelog.
         table_standby_replicas=0,
+        # A batch's deltas and changelog records leave in few produce requests, not 16 kB ones.
+        producer_max_batch_size=1_000_000,
         autodiscover=False,
     )
     use_source_partition_transactions(app)
@@ -179,7 +184,8 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
                         [now + dedupe_ms, new_ids, newest[part]])
             await expire(seen_batches, part, now, lambda k, v: k.startswith(f"{part}:") and v[0] < now)
         for destination, items in batch.by_partition(partitions).items():
-            await deltas.send(value=items, partition=destination)
+            for start in range(0, len(items), DELTAS_PER_MESSAGE):
+                await deltas.send(value=items[start:start + DELTAS_PER_MESSAGE], partition=destination)
 
     @app.agent(usage)
     async def ingest(stream: faust.StreamT) -> None:
