@@ -4,7 +4,10 @@ Replays N usage events (default 1M) into a fresh usage topic, then measures in t
   1. ceiling  - raw confluent-kafka consume + Avro decode of that topic
   2. baseline - a naive Faust agent: one event at a time, one windowed table (exactly-once)
   3. engine   - `tokenfuse worker` with every scope and tracked window (exactly-once)
-and prints events/s and the ratios engine/baseline and engine/ceiling. Needs the local broker.
+  4. floor    - the fastest Faust agent under the same guarantee: batches counted, nothing else
+                (what any engine built on a Faust agent is bounded by)
+and prints events/s and the ratios engine/baseline, engine/floor and engine/ceiling. Needs the
+local broker.
 """
 
 from __future__ import annotations
@@ -102,13 +105,18 @@ def drain_rate(proc_factory, port: int, n: int) -> float:
             time.sleep(0.5)
 
 
+# name, module run as `python -m <module> worker`, extra arguments
+RUNS = (("baseline", "tests.benchmarks.naive_worker", ()), ("engine", "tokenfuse.cli.main", ()),
+        ("floor", "tests.benchmarks.naive_worker", ("--floor",)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--guarantee", default="exactly_once", choices=["exactly_once", "at_least_once"])
     parser.add_argument("--commit-interval-ms", type=int, default=200)
-    parser.add_argument("--only", choices=["baseline", "engine"], help="skip the other Faust run")
+    parser.add_argument("--only", choices=[name for name, _, _ in RUNS], help="skip the other Faust runs")
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:8]
     logdir = Path(".tokenfuse/bench") / tag
@@ -122,20 +130,21 @@ def main() -> None:
         print(f"ceiling  (confluent consume+decode): {ceil:,.0f} events/s", flush=True)
 
         rates = {}
-        for name, module in (("baseline", "tests.benchmarks.naive_worker"), ("engine", "tokenfuse.cli.main")):
+        for name, module, extra in RUNS:
             if args.only and args.only != name:
                 continue
             port = free_port()
             run = base.model_copy(update={"app_id": f"bench-{tag}-{name}", "web_port": port})
             rates[name] = drain_rate(
-                lambda: RoleProcess("worker", run, logdir / f"{name}.log", module=module), port, args.events)
+                lambda: RoleProcess("worker", run, logdir / f"{name}.log", *extra, module=module), port, args.events)
             print(f"{name:8} ({args.guarantee}): {rates[name]:,.0f} events/s", flush=True)
-        if len(rates) == 2:
+        if len(rates) == len(RUNS):
             print(f"engine / baseline = {rates['engine'] / rates['baseline']:.2f}x   "
+                  f"engine / floor = {rates['engine'] / rates['floor']:.2f}   "
                   f"engine / ceiling = {rates['engine'] / ceil:.2f}")
     finally:
         delete_topics(base)
-        for suffix in ("baseline", "engine"):
+        for suffix, _, _ in RUNS:
             delete_topics(base.model_copy(update={"app_id": f"bench-{tag}-{suffix}"}))
 
 

@@ -200,15 +200,23 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
                 for event_id in [e for e, expires in seen.items() if expires < now]:
                     del seen[event_id]
 
-    state: dict[str, Any] = {"index": BudgetIndex([]), "version": -1, "feed": None}
+    state: dict[str, Any] = {"index": BudgetIndex([]), "version": -1, "feed": None, "waited": False}
+
+    def budget_feed() -> CompactedTopicFollower:
+        """Every worker reads all budgets, in a thread of its own."""
+        if state["feed"] is None:
+            state["feed"] = CompactedTopicFollower(settings, settings.topic("budgets"), codec("Budget").decode)
+        return state["feed"]
+
+    @app.task
+    async def follow_budgets() -> None:
+        """Open the budgets topic as the worker starts, not when the first usage arrives."""
+        budget_feed()
 
     def budget_index() -> BudgetIndex:
-        feed = state["feed"]
-        if feed is None:
-            # Every worker reads all budgets. Created on first use, inside the running worker
-            # (a thread); the first delta waits until the budgets present at start are read.
-            feed = state["feed"] = CompactedTopicFollower(settings, settings.topic("budgets"),
-                                                          codec("Budget").decode)
+        feed = budget_feed()
+        if not state["waited"]:  # the first decision waits for the budgets present at start
+            state["waited"] = True
             if not feed.wait_caught_up(30):
                 log.error("budgets topic not read to its end within 30s; going on with what was read")
         if feed.version != state["version"]:
@@ -272,7 +280,7 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
         created, raised or lowered applies to the spend already made. Writes here happen outside
         any stream event, so the changelog partition is given explicitly."""
         if state["feed"] is None:
-            return  # no delta yet: nothing to re-check
+            return  # the worker is still starting
         version = state["version"]
         index, now = budget_index(), now_ms()
         owned = owned_partitions()
