@@ -55,12 +55,6 @@ def check_thresholds_and_blocks(settings, control, index: TotalsIndex, budgets: 
     check_control(control, states)  # every scope over budget still ends on `block`
 
 
-# Fails about one run in three (open, issue 3). Diagnosed on kept topics: right after a restart,
-# Faust's stream dropped about 20 consecutive messages per partition that the worker never
-# processed while it went on with later ones, whose dedupe records (with their newer event times)
-# committed. The next life re-reads the dropped messages from the stuck committed offset and, its
-# newest event time restored from those later records, judges them late: a few agents end short.
-@pytest.mark.xfail(reason="Faust drops messages right after a restart (open, see comment)", strict=False)
 @pytest.mark.timeout(420)
 def test_sigkill_three_times_mid_stream_keeps_totals_exact(settings, control, tmp_path):
     stream = generate(40_000, 4, GRACE_S * 1000, seed=21)

@@ -102,6 +102,20 @@ class GatedCommitConsumer(Consumer):
             await self.transactions.commit_without_offsets()
             return committed
 
+    async def perform_seek(self) -> None:
+        """Seek the stream partitions to their committed offsets with the flow stopped.
+
+        After recovery Faust resumes the partitions and seeks while messages flow, then resumes
+        flow control, which clears the streams' queues. Messages delivered from the new position
+        in between were cleared although marked read: never processed, never acked. The worker
+        went on with later messages, the committed offset stuck at that hole, and after the next
+        restart the hole's events were judged late against the newer event times already
+        recorded. With the flow stopped nothing is delivered until Faust resumes it, after the
+        clear. (The drain loop finishes the message it holds within a few loop turns, long before
+        the seek's round trip to the broker returns, so it cannot move the read offset after.)"""
+        self.stop_flow()
+        await super().perform_seek()
+
     async def highwaters(self, *partitions: Any) -> Any:
         """Where table recovery must read a changelog partition to.
 
