@@ -107,11 +107,14 @@ def test_scope_record_keeps_current_and_previous_windows():
     hour = parse_window("1h")
     record = new_record()
     d = lambda t, n: Delta("agent:a", t, input_tokens=n, events=1)  # noqa: E731
-    assert apply_delta(record, d(1_000, 5), hour).totals == [5, 0, 0, 0, 1]
-    assert apply_delta(record, d(3_601_000, 7), hour).start == 3_600_000
-    assert apply_delta(record, d(2_000, 1), hour).totals == [6, 0, 0, 0, 2]  # late, previous window
-    assert apply_delta(record, d(7_201_000, 1), hour).start == 7_200_000
-    assert apply_delta(record, d(3_000, 1), hour) is None  # older than the windows kept
+    assert apply_delta(record, d(1_000, 5), hour)
+    assert current_window(record, hour, 1_000).totals == [5, 0, 0, 0, 1]
+    assert apply_delta(record, d(3_601_000, 7), hour)
+    assert apply_delta(record, d(2_000, 1), hour)  # late, previous window
+    assert current_window(record, hour, 2_000) == Window(0, 3_600_000, [6, 0, 0, 0, 2])
+    assert apply_delta(record, d(7_201_000, 1), hour)
+    assert [w[0] for w in record["w"]["3600s"]] == [7_200_000, 3_600_000]
+    assert not apply_delta(record, d(3_000, 1), hour)  # older than the windows kept
     assert current_window(record, hour, 3_700_000).totals == [7, 0, 0, 0, 1]
 
 
@@ -146,9 +149,10 @@ def test_short_windows_stay_open_for_ten_minutes_of_partition_skew():
     apply_delta(record, d(1_000, 1), minute)
     apply_delta(record, d(300_000, 1), minute)  # another partition, five minutes ahead
     apply_delta(record, d(301_000, 1), minute)
-    assert apply_delta(record, d(2_000, 4), minute).totals == [5, 0, 0, 0, 2]  # 5 min back: still kept
+    assert apply_delta(record, d(2_000, 4), minute)  # 5 min back: still kept
+    assert current_window(record, minute, 2_000).totals == [5, 0, 0, 0, 2]
     apply_delta(record, d(700_000, 1), minute)
-    assert apply_delta(record, d(3_000, 1), minute) is None  # over ten minutes back: evicted
+    assert not apply_delta(record, d(3_000, 1), minute)  # over ten minutes back: evicted
     assert [w[0] for w in record["w"]["60s"]] == [660_000, 300_000]
 
 
@@ -181,7 +185,34 @@ def test_a_threshold_fires_once_per_window_when_usage_goes_back_and_forth_across
     fired = []
     # Out-of-order usage around the top of the hour: old window, new window, old window again.
     for t, tokens in [(3_599_000, 600), (3_601_000, 600), (3_598_000, 10), (3_602_000, 10)]:
-        window = apply_delta(record, Delta("agent:bot", t, input_tokens=tokens, events=1), hour)
+        assert apply_delta(record, Delta("agent:bot", t, input_tokens=tokens, events=1), hour)
+        window = current_window(record, hour, t)
         alerts, _ = evaluate(active, "agent:bot", window, record, "e", now_ms=1)
         fired += [a["alert_id"] for a in alerts]
     assert fired == ["b1|agent:bot|0|50", "b1|agent:bot|3600000|50"]
+
+
+def test_merged_deltas_give_every_window_the_same_totals():
+    import copy
+    import random
+
+    from tokenfuse.worker.scope_state import atom_ms, merge_deltas
+
+    specs = [parse_window(w) for w in ("1m", "1h", "rolling:60s", "day", "month")]
+    specs.append(parse_window("day", timezone="Asia/Kathmandu"))  # +05:45
+    rng = random.Random(5)
+    deltas = [Delta("agent:a", 1_700_000_000_000 + rng.randrange(0, 7_200) * 1000, input_tokens=rng.randrange(9),
+                    cost_micro_usd=rng.randrange(99), events=1, last_event_id=str(i)) for i in range(300)]
+    deltas.sort(key=lambda d: d.second_ms)
+    atom = atom_ms(specs)
+    assert atom == 5000
+    merged = merge_deltas(copy.deepcopy(deltas), atom)
+    assert len(merged) < len(deltas)
+    one, other = new_record(), new_record()
+    for spec in specs:
+        for d in deltas:
+            apply_delta(one, d, spec)
+        for d in merged:
+            apply_delta(other, d, spec)
+        for t in range(1_700_000_000_000, 1_700_007_300_000, 30_000):
+            assert current_window(one, spec, t) == current_window(other, spec, t), (spec.name, t)

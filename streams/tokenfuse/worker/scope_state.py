@@ -19,7 +19,8 @@ Totals vectors are [input, output, cached, cost_micro_usd, events].
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from math import gcd
+from typing import Any, Iterable, NamedTuple
 
 from tokenfuse.windows import WindowSpec
 from tokenfuse.worker.totals import Delta
@@ -61,32 +62,69 @@ def rolling_step_ms(spec: WindowSpec) -> int:
     return max(1000, spec.size_ms // 12)
 
 
-def apply_delta(record: dict[str, Any], delta: Delta, spec: WindowSpec) -> Window | None:
-    """Add the delta to the window of `spec` holding its time; None if that window is older than
-    the ones kept (too late to count)."""
+def atom_ms(specs: Iterable[WindowSpec]) -> int:
+    """The longest span that never straddles a window or bucket boundary of any of `specs`
+    (calendar boundaries fall on whole minutes in every current time zone)."""
+    sizes = [60_000 if s.kind == "calendar" else rolling_step_ms(s) if s.kind == "rolling" else s.size_ms
+             for s in specs]
+    return gcd(*sizes) if sizes else 1000
+
+
+def merge_deltas(deltas: list[Delta], atom: int) -> list[Delta]:
+    """One delta per `atom` of event time, for a scope no budget watches: the same windows get
+    the same sums in fewer steps. (A watched scope keeps its per-second deltas, so that the
+    event crossing a threshold is the one an alert names.)"""
+    merged: dict[int, Delta] = {}
+    for d in deltas:
+        m = merged.get(d.second_ms // atom)
+        if m is None:
+            merged[d.second_ms // atom] = Delta(d.scope, d.second_ms, d.input_tokens, d.output_tokens,
+                                                d.cached_tokens, d.cost_micro_usd, d.events, d.last_event_id)
+            continue
+        m.second_ms = max(m.second_ms, d.second_ms)
+        m.input_tokens += d.input_tokens
+        m.output_tokens += d.output_tokens
+        m.cached_tokens += d.cached_tokens
+        m.cost_micro_usd += d.cost_micro_usd
+        m.events += d.events
+        m.last_event_id = d.last_event_id
+    return list(merged.values())
+
+
+def apply_delta(record: dict[str, Any], delta: Delta, spec: WindowSpec) -> bool:
+    """Add the delta to the window of `spec` holding its time; False if that window is older than
+    the ones kept (too late to count). `current_window(record, spec, delta.second_ms)` reads the
+    window it went to; that costs a sum for rolling windows, so it is read only when a budget
+    needs it."""
     ts = delta.second_ms
     record["t"] = max(record["t"], ts)
     if spec.kind == "rolling":
         step = rolling_step_ms(spec)
         buckets = record["r"].setdefault(spec.name, {})
-        _add(buckets.setdefault(str(ts - ts % step), [0, 0, 0, 0, 0]), delta)
-        horizon = record["t"] - spec.size_ms - step
-        for old in [k for k in buckets if int(k) <= horizon]:
-            del buckets[old]
-        return rolling_window(record, spec, ts)
-    start, end = spec.bounds(ts)
+        key = str(ts - ts % step)
+        bucket = buckets.get(key)
+        if bucket is None:  # time moved on by a bucket: drop those out of every window's reach
+            bucket = buckets[key] = [0, 0, 0, 0, 0]
+            horizon = record["t"] - spec.size_ms - step
+            for old in [k for k in buckets if int(k) <= horizon]:
+                del buckets[old]
+        _add(bucket, delta)
+        return True
     windows = record["w"].setdefault(spec.name, [])
-    match = next((w for w in windows if w[0] == start), None)
+    # Usually the delta falls in a window already kept: no need to compute bounds (calendar
+    # bounds take a time-zone conversion).
+    match = next((w for w in windows if w[0] <= ts < w[1]), None)
     if match is None:
+        start, end = spec.bounds(ts)
         match = [start, end, [0, 0, 0, 0, 0]]
         windows.append(match)
         windows.sort(key=lambda w: -w[0])
         horizon = record["t"] - RETAIN_MS
         windows[KEEP_WINDOWS:] = [w for w in windows[KEEP_WINDOWS:] if w[1] > horizon]
         if match not in windows:
-            return None
+            return False
     _add(match[2], delta)
-    return Window(*match)
+    return True
 
 
 def rolling_window(record: dict[str, Any], spec: WindowSpec, ts: int) -> Window:

@@ -18,7 +18,7 @@ from tokenfuse.signing import encode_signed
 from tokenfuse.windows import WindowSpec
 from tokenfuse.worker.decisions import control_state, evaluate
 from tokenfuse.worker.engine import BudgetIndex, effective
-from tokenfuse.worker.scope_state import apply_delta, current_window
+from tokenfuse.worker.scope_state import apply_delta, atom_ms, current_window, merge_deltas
 from tokenfuse.worker.totals import Delta
 
 
@@ -48,15 +48,19 @@ class Settler:
         ended). Returns an Alert per threshold crossed and a signed ControlState if the scope's
         effective state changed."""
         budgets = index.for_scope(scope)
+        if not budgets and len(scope_deltas) > 1:
+            scope_deltas = merge_deltas(scope_deltas, atom_ms(self.specs.values()))
         checks: list[tuple[Any, Any, str]] = []  # (budget, window, event id)
         for delta in scope_deltas:
             evicted = False
             for spec in self.specs.values():
-                window = apply_delta(record, delta, spec)
-                if window is None:
+                if not apply_delta(record, delta, spec):
                     evicted = True
                     continue
-                checks += [(b, window, delta.last_event_id) for b in budgets if b.window.name == spec.name]
+                watching = [b for b in budgets if b.window.name == spec.name]
+                if watching:
+                    window = current_window(record, spec, delta.second_ms)
+                    checks += [(b, window, delta.last_event_id) for b in watching]
             if evicted:
                 # On time for its input partition, but another partition has moved this scope's
                 # short windows on past it: it counts in the longer windows only.

@@ -39,6 +39,8 @@ from faust.streams import _current_event, current_event
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import Consumer
 
+from tokenfuse.worker.recovery import committed_ends
+
 
 class SourcePartitionTransactions(TransactionManager):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -117,14 +119,21 @@ class GatedCommitConsumer(Consumer):
         await super().perform_seek()
 
     async def highwaters(self, *partitions: Any) -> Any:
-        """Where table recovery must read a changelog partition to.
+        """Where table recovery must read each changelog partition to (recovery.py).
 
-        Under transactions Faust takes the consumer's cached last stable offset, which is None
-        for a partition not fetched since its assignment: a partition taken over from another
-        worker then looks empty and its table state is silently skipped. Ask the broker
-        instead: the end offsets of a read_committed consumer are the last stable offsets."""
+        Faust would take the consumer's cached last stable offset, None for a partition not
+        fetched since its assignment: a partition taken over from another worker looked empty
+        and its state was silently skipped."""
         thread = self._thread
-        return await thread.call_thread(thread._ensure_consumer().end_offsets, list(partitions))
+        stable = await thread.call_thread(thread._ensure_consumer().end_offsets, list(partitions))
+        bootstrap = ",".join(f"{url.host}:{url.port or 9092}" for url in self.app.conf.broker)
+        ends = await asyncio.to_thread(committed_ends, bootstrap,
+                                       {(tp.topic, tp.partition): end for tp, end in stable.items()})
+        return {tp: ends[(tp.topic, tp.partition)] for tp in stable}
+
+    async def position(self, tp: Any) -> Optional[int]:
+        """The offset of the last record delivered to the app, not merely fetched (recovery.py)."""
+        return self._read_offset.get(tp)
 
 
 async def write(table: Any, partition: int, key: str, value: Any) -> None:
