@@ -40,12 +40,23 @@ def broker() -> str:
     return BOOTSTRAP
 
 
-def free_port() -> int:
+def free_port(pair: bool = False) -> int:
+    """A free loopback port; with `pair`, one whose next port is free too (a broker's controller
+    listens there: CI once failed to start a private broker on a taken controller port)."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if not pair:
+            return port
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
 
 
 @pytest.fixture
@@ -73,7 +84,7 @@ def settings(broker: str, tmp_path: Path) -> Settings:
 def private_broker(tmp_path_factory) -> str:
     """A broker of the test's own on a free port, for tests that stop and start it.
     Shares the jars of the main broker's home when present. Yields its bootstrap address."""
-    port = free_port()
+    port = free_port(pair=True)
     home = tmp_path_factory.mktemp("kafka")
     env = {**os.environ, "TOKENFUSE_KAFKA_HOME": str(home), "TOKENFUSE_KAFKA_PORT": str(port)}
     shared_libs = REPO / ".tokenfuse" / "kafka" / "libs"
