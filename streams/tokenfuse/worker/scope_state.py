@@ -19,6 +19,7 @@ Totals vectors are [input, output, cached, cost_micro_usd, events].
 
 from __future__ import annotations
 
+from dataclasses import replace
 from math import gcd
 from typing import Any, Iterable, NamedTuple
 
@@ -78,16 +79,9 @@ def merge_deltas(deltas: list[Delta], atom: int) -> list[Delta]:
     for d in deltas:
         m = merged.get(d.second_ms // atom)
         if m is None:
-            merged[d.second_ms // atom] = Delta(d.scope, d.second_ms, d.input_tokens, d.output_tokens,
-                                                d.cached_tokens, d.cost_micro_usd, d.events, d.last_event_id)
-            continue
-        m.second_ms = max(m.second_ms, d.second_ms)
-        m.input_tokens += d.input_tokens
-        m.output_tokens += d.output_tokens
-        m.cached_tokens += d.cached_tokens
-        m.cost_micro_usd += d.cost_micro_usd
-        m.events += d.events
-        m.last_event_id = d.last_event_id
+            merged[d.second_ms // atom] = replace(d)  # a copy: the caller's deltas stay as they are
+        else:
+            m.absorb(d)
     return list(merged.values())
 
 

@@ -40,6 +40,14 @@ class Settler:
         self.control_key_id = control_key_id
         # Scopes not in the allow state: the sweep re-checks them when their windows end.
         self.watched: set[str] = set()
+        self._atom: tuple[int, int] = (0, 0)  # (number of specs, their atom_ms)
+
+    def _atom_ms(self) -> int:
+        """atom_ms of the tracked windows, computed again only when a window is added (the app
+        adds calendar windows in new time zones as budgets ask for them)."""
+        if self._atom[0] != len(self.specs):
+            self._atom = (len(self.specs), atom_ms(self.specs.values()))
+        return self._atom[1]
 
     def settle(self, scope: str, record: dict[str, Any], scope_deltas: list[Delta], index: BudgetIndex,
                now: int) -> list[Output]:
@@ -49,7 +57,7 @@ class Settler:
         effective state changed."""
         budgets = index.for_scope(scope)
         if not budgets and len(scope_deltas) > 1:
-            scope_deltas = merge_deltas(scope_deltas, atom_ms(self.specs.values()))
+            scope_deltas = merge_deltas(scope_deltas, self._atom_ms())
         checks: list[tuple[Any, Any, str]] = []  # (budget, window, event id)
         for delta in scope_deltas:
             evicted = False

@@ -30,6 +30,16 @@ class Delta:
     events: int = 0
     last_event_id: str = ""
 
+    def absorb(self, other: "Delta") -> None:
+        """Add another delta of the same scope; the result's time is the later of the two."""
+        self.second_ms = max(self.second_ms, other.second_ms)
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cached_tokens += other.cached_tokens
+        self.cost_micro_usd += other.cost_micro_usd
+        self.events += other.events
+        self.last_event_id = other.last_event_id
+
     def to_json(self) -> list[Any]:
         return [self.scope, self.second_ms, self.input_tokens, self.output_tokens, self.cached_tokens,
                 self.cost_micro_usd, self.events, self.last_event_id]
