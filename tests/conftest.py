@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
 from tokenfuse.config import Settings
 from tokenfuse.errors import BrokerUnavailable
 from tokenfuse.topics import create_topics, delete_topics, ensure_broker
@@ -38,25 +39,6 @@ def broker() -> str:
             pytest.fail(f"CI requires the local broker: {exc}")
         pytest.skip(f"{exc}")
     return BOOTSTRAP
-
-
-def free_port(pair: bool = False) -> int:
-    """A free loopback port; with `pair`, one whose next port is free too (a broker's controller
-    listens there: CI once failed to start a private broker on a taken controller port)."""
-    import socket
-
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if not pair:
-            return port
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -25,7 +24,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.helpers import read_all
+from tests.helpers import free_port, read_all
 from tokenfuse.codec import codec
 from tokenfuse.follow import CompactedTopicFollower, wait_until
 from tokenfuse.config import Settings
@@ -303,12 +302,6 @@ def expected_outcome(index: TotalsIndex, budgets: list[dict[str, Any]], spec: Wi
                 if start == current_start and SEVERITY[state] > 0:
                     control[scope] = (state, current_end)
     return alerts, control
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def worker_settings(settings: Settings, name: str) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from typing import Any, Callable
@@ -10,6 +11,23 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from tokenfuse.codec import codec
 from tokenfuse.config import Settings
+
+
+def free_port(pair: bool = False) -> int:
+    """A free loopback port; with `pair`, one whose next port is free too (a broker's controller
+    listens there: CI once failed to start a private broker on a taken controller port)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if not pair:
+            return port
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
 
 
 def usage_event(agent: str, tokens: int, *, team: str = "search", org: str = "acme", when_ms: int | None = None,

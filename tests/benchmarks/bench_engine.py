@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import socket
 import sys
 import time
 import urllib.request
@@ -24,16 +23,11 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from tests.helpers import free_port
 from tokenfuse.codec import codec
 from tokenfuse.config import Settings
 from tokenfuse.process import RoleProcess
 from tokenfuse.topics import create_topics, delete_topics
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def replay(settings: Settings, n: int) -> None:
