@@ -263,6 +263,8 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
                         if not scope_deltas:
                             continue
                         record["o"] = offset_deltas[-1][0]
+                        if scope == "global":  # every counted event is in it: the account stage's progress
+                            stats["settled_events"] += sum(d.events for d in scope_deltas)
                         outputs += settler.settle(scope, record, scope_deltas, index, now)
                         await write(scopes_table, part, scope, record)
                     await publish(outputs)

@@ -37,8 +37,8 @@ from typing import Any, Awaitable, Iterable, Optional
 
 from faust.streams import _current_event, current_event
 from faust.transport.consumer import TransactionManager
-from faust.transport.drivers.aiokafka import Consumer
 
+from tokenfuse.worker.consumer import BatchDeliveryConsumer
 from tokenfuse.worker.recovery import committed_ends
 
 
@@ -97,7 +97,7 @@ class SourcePartitionTransactions(TransactionManager):
                     await txn.begin_transaction()
 
 
-class GatedCommitConsumer(Consumer):
+class GatedCommitConsumer(BatchDeliveryConsumer):
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         async with commit_gate(self.app):
             committed = await super().force_commit(topics, start_new_transaction=start_new_transaction)
