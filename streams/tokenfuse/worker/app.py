@@ -123,13 +123,21 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
     watched = settler.watched  # scopes not in the allow state, re-checked by the sweep
     gate = commit_gate(app)
 
+    def drop_deleted(table: faust.Table) -> None:
+        """Earlier versions of the worker sent deletions as JSON null, not as tombstones (see
+        transactions.changelog_record): recovered, those keys hold None. Drop them."""
+        for k in [k for k, v in table.data.items() if v is None]:
+            table.data.pop(k)
+
     async def forget_seen() -> None:
+        drop_deleted(seen_batches)
         seen.clear()  # rebuilt from the recovered table by remember_seen()
         newest.clear()
 
     seen_batches = app.Table("seen-event-ids", partitions=partitions, on_recover=forget_seen)
 
     async def watch_recovered() -> None:
+        drop_deleted(scopes_table)
         watched.update(k for k, v in scopes_table.items() if v["m"][0] != "allow")
 
     scopes_table = app.Table("scope-state", partitions=partitions, on_recover=watch_recovered)

@@ -136,9 +136,19 @@ class GatedCommitConsumer(BatchDeliveryConsumer):
         return self._read_offset.get(tp)
 
 
+def changelog_record(table: Any, key: str, value: Any) -> tuple[bytes, bytes | None]:
+    """A table key's changelog record. A deleted key's value is None, a tombstone: Faust's
+    `Topic.send` would serialize it as JSON `null`, which recovery restores as a key holding
+    None and compaction never removes."""
+    changelog = table.changelog_topic
+    key_bytes = changelog.prepare_key(key, None)[0]
+    return key_bytes, None if value is None else changelog.prepare_value(value, None)[0]
+
+
 async def write(table: Any, partition: int, key: str, value: Any) -> None:
     """Set (or, with None, delete) a table key and send its changelog record now, in the
-    current transaction: the current event's partition's, else `partition`'s."""
+    current transaction: the current event's partition's, else `partition`'s. (Straight to
+    the producer: Faust's channel layers cost more than the send itself.)"""
     store = table.data
     if value is None:
         store.pop(key, None)
@@ -148,7 +158,9 @@ async def write(table: Any, partition: int, key: str, value: Any) -> None:
         # The memory store drops the keys of partitions no longer owned after a rebalance, but
         # knows only the partitions of keys it recovered: tell it this key's.
         store._key_partition[key] = partition
-    await table.changelog_topic.send(key=key, value=value, partition=partition)
+    producer = await table.app.maybe_start_producer()
+    key_bytes, value_bytes = changelog_record(table, key, value)
+    await producer.send(table.changelog_topic.get_topic_name(), key_bytes, value_bytes, partition, None, None)
 
 
 def commit_gate(app: Any) -> asyncio.Lock:
