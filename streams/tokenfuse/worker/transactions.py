@@ -118,6 +118,22 @@ class GatedCommitConsumer(BatchDeliveryConsumer):
         self.stop_flow()
         await super().perform_seek()
 
+    async def seek_to_committed(self) -> Any:
+        """Seek every stream partition to its committed offset, and those with none (or 0) to
+        the beginning.
+
+        aiokafka seeks only partitions whose committed offset is above 0 and leaves the others
+        where fetching has taken them. A fetch that ran while recovery resumed the stream
+        partitions took records from the client and they were dropped with the streams'
+        queues: a partition nobody had committed yet (a deltas partition, when the first
+        worker was killed within a second) then resumed after them, and those deltas were
+        never counted (found on a SIGKILL test run: 3,555 events missing from `global`)."""
+        committed = await super().seek_to_committed()
+        never = [tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)]
+        if never:
+            await self._thread.seek_to_beginning(*never)
+        return committed
+
     async def highwaters(self, *partitions: Any) -> Any:
         """Where table recovery must read each changelog partition to (recovery.py).
 
