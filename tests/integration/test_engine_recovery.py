@@ -20,10 +20,11 @@ from tokenfuse.topics import create_topics, delete_topics
 
 GRACE_S = 5
 
-# Non-strict: the two crash tests passed 12 of the last 13 local runs of this module and every CI
-# run since the rebalance and restart fixes (transactions.py, recovery.py); the one failure left
-# no trace of its cause. Open in issue 3.
-rare_failure = pytest.mark.xfail(reason="rare failure after the recovery fixes, cause not found (open)",
+# Non-strict while the latest fixes gather runs: the failures looped runs found were each traced on
+# their kept topics and fixed (a fetch dropped by a seek, a never-committed partition resumed
+# mid-way: worker/consumer.py, transactions.py; a check made before every scope had caught up).
+# Open in issue 3.
+rare_failure = pytest.mark.xfail(reason="crash-recovery races, the known ones fixed; gathering runs",
                                  strict=False)
 
 

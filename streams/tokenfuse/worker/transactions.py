@@ -147,9 +147,12 @@ class GatedCommitConsumer(BatchDeliveryConsumer):
                                        {(tp.topic, tp.partition): end for tp, end in stable.items()})
         return {tp: ends[(tp.topic, tp.partition)] for tp in stable}
 
-    async def position(self, tp: Any) -> Optional[int]:
-        """The offset of the last record delivered to the app, not merely fetched (recovery.py)."""
-        return self._read_offset.get(tp)
+    async def position(self, tp: Any) -> int:
+        """The offset of the last record delivered to the app, not merely fetched (recovery.py);
+        -1 before the first. (Faust's recovery compares it with an int: None raised a TypeError
+        that it logged as "Error in recovery" and that skipped its check of other partitions.)"""
+        offset = self._read_offset.get(tp)
+        return -1 if offset is None else offset
 
 
 def changelog_record(table: Any, key: str, value: Any) -> tuple[bytes, bytes | None]:
