@@ -98,7 +98,7 @@ def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None)
         producer_max_batch_size=1_000_000,
         autodiscover=False,
     )
-    use_source_partition_transactions(app)
+    use_source_partition_transactions(app, settings.kafka_config)
     usage = app.topic(settings.topic("usage"), key_serializer="raw", value_serializer="raw")
     deltas = app.topic(settings.topic("deltas"), key_serializer="raw", value_serializer="json")
     control = app.topic(settings.topic("control"), key_serializer="raw", value_serializer="raw")

@@ -15,6 +15,8 @@ the last record it has delivered, not merely fetched: recovery ends when that re
 
 from __future__ import annotations
 
+from typing import Any
+
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 PROBE_WINDOW = 64  # records read back from the end; grows 4x while only markers or aborted data
@@ -22,10 +24,11 @@ POLL_S = 0.05
 QUIET_S = 5.0  # nothing delivered for this long and the position short of the end: give up there
 
 
-def committed_ends(bootstrap: str, ends: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+def committed_ends(kafka_config: dict[str, Any], ends: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
     """For each (topic, partition) and its last stable offset, the offset after its last
-    committed data record, or its first offset when it holds none."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tokenfuse-recovery-probe",
+    committed data record, or its first offset when it holds none. `kafka_config`: the
+    confluent-kafka settings shared by our clients (Settings.kafka_config)."""
+    consumer = Consumer({**kafka_config, "group.id": "tokenfuse-recovery-probe",
                          "enable.auto.commit": False, "isolation.level": "read_committed",
                          "enable.partition.eof": True})
     try:

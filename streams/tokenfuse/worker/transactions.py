@@ -113,8 +113,8 @@ class GatedCommitConsumer(BatchDeliveryConsumer):
         went on with later messages, the committed offset stuck at that hole, and after the next
         restart the hole's events were judged late against the newer event times already
         recorded. With the flow stopped nothing is delivered until Faust resumes it, after the
-        clear. (The drain loop finishes the message it holds within a few loop turns, long before
-        the seek's round trip to the broker returns, so it cannot move the read offset after.)"""
+        clear. (The drain loop checks the flow before each message it delivers, so it cannot move
+        the read offset after the seek.)"""
         self.stop_flow()
         await super().perform_seek()
 
@@ -142,8 +142,7 @@ class GatedCommitConsumer(BatchDeliveryConsumer):
         and its state was silently skipped."""
         thread = self._thread
         stable = await thread.call_thread(thread._ensure_consumer().end_offsets, list(partitions))
-        bootstrap = ",".join(f"{url.host}:{url.port or 9092}" for url in self.app.conf.broker)
-        ends = await asyncio.to_thread(committed_ends, bootstrap,
+        ends = await asyncio.to_thread(committed_ends, self.app.__dict__["_tokenfuse_kafka_config"],
                                        {(tp.topic, tp.partition): end for tp, end in stable.items()})
         return {tp: ends[(tp.topic, tp.partition)] for tp in stable}
 
@@ -197,11 +196,12 @@ async def ack_all(stream: Any, events: Iterable[Any]) -> None:
         await stream.ack(event)
 
 
-def use_source_partition_transactions(app: Any) -> None:
+def use_source_partition_transactions(app: Any, kafka_config: dict[str, Any]) -> None:
     """Install on an app before it starts (its transport creates the consumer and the
-    transaction manager)."""
+    transaction manager). `kafka_config` (Settings.kafka_config) is for the recovery probe."""
     app.transport.TransactionManager = SourcePartitionTransactions
     app.transport.Consumer = GatedCommitConsumer
+    app.__dict__["_tokenfuse_kafka_config"] = kafka_config
 
 
 def process_as(event: Any) -> None:
