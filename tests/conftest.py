@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import free_port
 from tokenfuse.config import Settings
 from tokenfuse.errors import BrokerUnavailable
-from tokenfuse.topics import create_topics, delete_topics, ensure_broker
+from tokenfuse.kafka.topics import create_topics, delete_topics, ensure_broker
 
 REPO = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("TOKENFUSE_TEST_BOOTSTRAP", "127.0.0.1:9092")

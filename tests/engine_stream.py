@@ -25,10 +25,10 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.helpers import free_port, read_all
-from tokenfuse.codec import codec
-from tokenfuse.follow import CompactedTopicFollower, wait_until
+from tokenfuse.kafka.codec import codec
+from tokenfuse.kafka.follow import CompactedTopicFollower, wait_until
 from tokenfuse.config import Settings
-from tokenfuse.windows import WindowSpec, parse_window
+from tokenfuse.usage.windows import WindowSpec, parse_window
 
 FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "cost_micro_usd", "events")
 # The windows whose bounds hold the whole generated stream (rolling ones depend on the clock).

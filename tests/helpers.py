@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from tokenfuse.codec import codec
+from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from tokenfuse.codec import codec
+from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
-from tokenfuse.signing import encode_signed
+from tokenfuse.control.signing import encode_signed
 
 
 def now_ms() -> int:

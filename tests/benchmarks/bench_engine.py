@@ -22,10 +22,10 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from tokenfuse.codec import codec
+from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
-from tokenfuse.process import RoleProcess
-from tokenfuse.topics import create_topics, delete_topics
+from tokenfuse.dev.process import RoleProcess
+from tokenfuse.kafka.topics import create_topics, delete_topics
 
 from tests.helpers import free_port
 

@@ -28,7 +28,7 @@ from tokenfuse.history import reports, rows
 from tokenfuse.history.client import History
 from tokenfuse.history.migrate import migrate
 from tokenfuse.history.store import Pending, write
-from tokenfuse.pricing import PriceCatalog
+from tokenfuse.usage.pricing import PriceCatalog
 
 DAY = 86_400_000
 AGENTS, TEAMS, MODELS, RUNS = 2000, 40, ["gpt-4o-mini", "gpt-4o", "claude-sonnet-4", "gemini-2.5-flash"], 50_000

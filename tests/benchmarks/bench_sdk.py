@@ -25,13 +25,13 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from tokenfuse.codec import codec
+from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
 from tokenfuse.errors import BudgetExceeded
-from tokenfuse.follow import wait_until
+from tokenfuse.kafka.follow import wait_until
 from tokenfuse.sdk import Fuse, FuseOptions
-from tokenfuse.signing import encode_signed
-from tokenfuse.topics import create_topics, delete_topics
+from tokenfuse.control.signing import encode_signed
+from tokenfuse.kafka.topics import create_topics, delete_topics
 
 PACE_S = 0.0002  # the pause between paced calls (time.sleep releases the GIL, like I/O does)
 

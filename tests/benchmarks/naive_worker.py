@@ -2,7 +2,7 @@
 Run by bench_engine as `python -m tests.benchmarks.naive_worker worker --loglevel info`.
 
 With `--floor`, the fastest agent Faust runs under the same guarantee instead, on the engine's
-fetch loop (tokenfuse/worker/consumer.py): batches of 5000 counted and acked, nothing decoded, no
+fetch loop (tokenfuse/worker/faust_adapter/consumer.py): batches of 5000 counted and acked, nothing decoded, no
 table. No engine built on a Faust agent can be faster."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import Counter
 
 import faust
-from tokenfuse.codec import codec
+from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
-from tokenfuse.worker.consumer import BatchDeliveryConsumer
+from tokenfuse.worker.faust_adapter.consumer import BatchDeliveryConsumer
 
 
 def build(settings: Settings, floor: bool = False) -> faust.App:

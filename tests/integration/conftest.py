@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tokenfuse.follow import CompactedTopicFollower
-from tokenfuse.process import RoleProcess
-from tokenfuse.signing import decode_verified
+from tokenfuse.kafka.follow import CompactedTopicFollower
+from tokenfuse.dev.process import RoleProcess
+from tokenfuse.control.signing import decode_verified
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from tests.helpers import UsageProducer, publish_budget, usage_event
-from tokenfuse.follow import wait_until
+from tokenfuse.kafka.follow import wait_until
 
 
 def state_of(control, scope):

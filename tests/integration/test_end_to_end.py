@@ -12,8 +12,8 @@ import pytest
 
 from tests.helpers import UsageProducer, publish_budget, read_all
 from tokenfuse.errors import BudgetExceeded
-from tokenfuse.follow import wait_until
-from tokenfuse.process import RoleProcess
+from tokenfuse.kafka.follow import wait_until
+from tokenfuse.dev.process import RoleProcess
 from tokenfuse.sdk.fuse import Fuse
 from tokenfuse.sdk.options import FuseOptions
 

@@ -12,8 +12,8 @@ from tests.engine_stream import (DAY, StreamProducer, TotalsIndex, budgets_for, 
                                  counters, expected_outcome, generate, sample_scopes, totals_mismatches,
                                  worker_settings)
 from tests.helpers import publish_budget
-from tokenfuse.follow import wait_until
-from tokenfuse.process import RoleProcess
+from tokenfuse.kafka.follow import wait_until
+from tokenfuse.dev.process import RoleProcess
 
 GRACE_S = 5
 

@@ -14,13 +14,13 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.helpers import UsageProducer, usage_event
-from tokenfuse.codec import codec
-from tokenfuse.follow import wait_until
+from tokenfuse.kafka.codec import codec
+from tokenfuse.kafka.follow import wait_until
 from tokenfuse.history.client import QueryError
 from tokenfuse.history.sink import FAULT_ENV
 from tokenfuse.history.sql import run_sql
-from tokenfuse.process import RoleProcess
-from tokenfuse.signing import encode_signed
+from tokenfuse.dev.process import RoleProcess
+from tokenfuse.control.signing import encode_signed
 
 
 def value(settings, query):

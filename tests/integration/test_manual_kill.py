@@ -3,8 +3,8 @@
 import subprocess
 import sys
 
-from tokenfuse.follow import CompactedTopicFollower, wait_until
-from tokenfuse.signing import decode_verified
+from tokenfuse.kafka.follow import CompactedTopicFollower, wait_until
+from tokenfuse.control.signing import decode_verified
 
 
 def tokenfuse(settings, *args):

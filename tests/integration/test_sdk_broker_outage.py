@@ -15,9 +15,9 @@ import pytest
 from tests.sdk_helpers import read_usage_to_end
 from tokenfuse.config import Settings
 from tokenfuse.errors import BudgetExceeded
-from tokenfuse.follow import wait_until
+from tokenfuse.kafka.follow import wait_until
 from tokenfuse.sdk import Fuse, FuseOptions
-from tokenfuse.topics import create_topics
+from tokenfuse.kafka.topics import create_topics
 
 
 def _settings(bootstrap: str, tmp_path: Path) -> Settings:

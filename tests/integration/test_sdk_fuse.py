@@ -10,11 +10,11 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from tests.sdk_helpers import control_state, publish_control, publish_signed
-from tokenfuse.codec import codec
+from tokenfuse.kafka.codec import codec
 from tokenfuse.errors import BudgetExceeded
-from tokenfuse.follow import wait_until
+from tokenfuse.kafka.follow import wait_until
 from tokenfuse.sdk import Fuse, FuseOptions
-from tokenfuse.signing import encode_signed
+from tokenfuse.control.signing import encode_signed
 
 
 def options(tmp_path, **extra) -> FuseOptions:

@@ -19,7 +19,7 @@ from tests.fake_llm_server import (ANTHROPIC_STREAM_OUTPUT_TOKENS, ANTHROPIC_USA
                                    OPENAI_RESPONSES_USAGE, FakeLLMServer)
 from tests.sdk_helpers import publish_signed, read_usage_to_end  # noqa: E402
 from tokenfuse.errors import BudgetExceeded  # noqa: E402
-from tokenfuse.follow import wait_until  # noqa: E402
+from tokenfuse.kafka.follow import wait_until  # noqa: E402
 from tokenfuse.sdk import Fuse, FuseOptions  # noqa: E402
 from tokenfuse.sdk.integrations import anthropic as tf_anthropic  # noqa: E402
 from tokenfuse.sdk.integrations import openai as tf_openai  # noqa: E402

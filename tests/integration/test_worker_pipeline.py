@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from tests.helpers import UsageProducer, publish_budget, read_all, usage_event
-from tokenfuse.codec import codec
-from tokenfuse.follow import wait_until
+from tokenfuse.kafka.codec import codec
+from tokenfuse.kafka.follow import wait_until
 
 
 def test_runaway_agent_is_blocked_within_two_seconds_and_others_are_not(settings, worker, control):

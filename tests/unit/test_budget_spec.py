@@ -9,7 +9,7 @@ import pytest
 
 from tokenfuse.budgets.spec import load_budgets
 from tokenfuse.cli.budgets import format_table
-from tokenfuse.codec import codec
+from tokenfuse.kafka.codec import codec
 from tokenfuse.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

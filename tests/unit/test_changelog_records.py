@@ -1,4 +1,4 @@
-"""Table changelog records as the worker writes them (worker/transactions.py), read back the way
+"""Table changelog records as the worker writes them (worker/faust_adapter/transactions.py), read back the way
 Faust's memory store recovers a table after a restart or a rebalance. No broker: the records are
 built and applied in memory."""
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import faust
 
-from tokenfuse.worker.transactions import changelog_record
+from tokenfuse.worker.faust_adapter.transactions import changelog_record
 
 
 def recover(table: faust.Table, records: list[tuple[bytes, bytes | None]]) -> dict:

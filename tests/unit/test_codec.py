@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tokenfuse.codec import NAMES, Codec, codec
+from tokenfuse.kafka.codec import NAMES, Codec, codec
 from tokenfuse.errors import DecodeError
 from tokenfuse.resources import resource_path
 

@@ -12,7 +12,7 @@ import yaml
 
 from tokenfuse.cli.main import COMMANDS
 from tokenfuse.config import Settings
-from tokenfuse.topics import topic_specs
+from tokenfuse.kafka.topics import topic_specs
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from tokenfuse.windows import parse_window
-from tokenfuse.worker.decisions import control_state, evaluate
-from tokenfuse.worker.engine import ActiveBudget, BudgetIndex, effective, enforcement
-from tokenfuse.worker.scope_state import Window, apply_delta, current_window, new_record
-from tokenfuse.worker.totals import Delta, DeltaBatch, scope_partition
-from tokenfuse.worker.validate import validate_usage
+from tokenfuse.usage.windows import parse_window
+from tokenfuse.worker.engine.decisions import control_state, evaluate
+from tokenfuse.worker.engine.rules import ActiveBudget, BudgetIndex, effective, enforcement
+from tokenfuse.worker.engine.record import Window, apply_delta, current_window, new_record
+from tokenfuse.worker.engine.deltas import Delta, DeltaBatch, scope_partition
+from tokenfuse.usage.validate import validate_usage
 
 LADDER = [{"percent": 50, "action": "alert"}, {"percent": 80, "action": "warn"},
           {"percent": 90, "action": "throttle"}, {"percent": 100, "action": "block"}]
@@ -159,9 +159,9 @@ def test_short_windows_stay_open_for_ten_minutes_of_partition_skew():
 def test_settle_updates_the_record_and_returns_what_to_publish():
     from collections import Counter
 
-    from tokenfuse.codec import codec
-    from tokenfuse.signing import decode_verified
-    from tokenfuse.worker.settle import Settler
+    from tokenfuse.kafka.codec import codec
+    from tokenfuse.control.signing import decode_verified
+    from tokenfuse.worker.engine.settle import Settler
 
     hour = parse_window("1h")
     settler = Settler({hour.name: hour}, Counter(), b"k", "key-1")
@@ -196,7 +196,7 @@ def test_merged_deltas_give_every_window_the_same_totals():
     import copy
     import random
 
-    from tokenfuse.worker.scope_state import atom_ms, merge_deltas
+    from tokenfuse.worker.engine.record import atom_ms, merge_deltas
 
     specs = [parse_window(w) for w in ("1m", "1h", "rolling:60s", "day", "month")]
     specs.append(parse_window("day", timezone="Asia/Kathmandu"))  # +05:45

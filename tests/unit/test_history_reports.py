@@ -12,7 +12,7 @@ from tests.history_helpers import chdb_settings, history, runner  # noqa: F401 -
 from tokenfuse.history import reports, rows
 from tokenfuse.history.reports import Period, ReportError
 from tokenfuse.history.store import Pending, write
-from tokenfuse.pricing import PriceCatalog
+from tokenfuse.usage.pricing import PriceCatalog
 
 HOUR, DAY = 3_600_000, 86_400_000
 NOW = int(time.time() * 1000) // HOUR * HOUR + 30 * 60_000  # half past the current hour

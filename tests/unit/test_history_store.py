@@ -9,7 +9,7 @@ import uuid
 from tests.history_helpers import chdb_settings, history  # noqa: F401 - fixtures
 from tokenfuse.history import rows
 from tokenfuse.history.store import Pending, write
-from tokenfuse.pricing import PriceCatalog
+from tokenfuse.usage.pricing import PriceCatalog
 
 CATALOG = PriceCatalog.load()
 DAY = 86_400_000
@@ -102,7 +102,7 @@ def test_rollups_equal_aggregates_over_the_raw_table(history):
                                model=rng.choice(models), **extra))
         batches.append(batch)
         write(history, pending_usage(batch, first_offset=b * 1000))
-    # The same scope keys as the worker's (tokenfuse.scopes.event_scopes), computed over the raw table.
+    # The same scope keys as the worker's (tokenfuse.usage.scopes.event_scopes), computed over the raw table.
     # (Runs are not rolled up: reports read them from the raw table.)
     raw_scopes = """arrayConcat(['global', 'org:' || org, 'team:' || org || '/' || team, 'agent:' || agent,
         'model:' || model], if(ifNull(user, '') = '', [], ['user:' || assumeNotNull(user)]),

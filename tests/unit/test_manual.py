@@ -2,7 +2,7 @@ import pytest
 
 from tokenfuse.config import Settings
 from tokenfuse.errors import ConfigError
-from tokenfuse.manual import parse_until, publish_manual_state
+from tokenfuse.control.manual import parse_until, publish_manual_state
 
 
 def test_until_accepts_durations_and_iso_times():

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tokenfuse.errors import ConfigError
-from tokenfuse.pricing import PriceCatalog, Priced
+from tokenfuse.usage.pricing import PriceCatalog, Priced
 from tokenfuse.resources import resource_path
 
 

@@ -5,8 +5,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tokenfuse.scopes import event_scopes, matches, pattern_of, runtime_scopes, validate_scope
-from tokenfuse.windows import parse_window
+from tokenfuse.usage.scopes import event_scopes, matches, pattern_of, runtime_scopes, validate_scope
+from tokenfuse.usage.windows import parse_window
 
 
 def ms(text: str, tz: str = "UTC") -> int:

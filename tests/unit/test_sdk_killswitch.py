@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from tokenfuse.codec import codec
+from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
 from tokenfuse.errors import BudgetExceeded
-from tokenfuse.follow import wait_until
+from tokenfuse.kafka.follow import wait_until
 from tokenfuse.sdk.killswitch import KillSwitch
 from tokenfuse.sdk.options import FuseOptions
-from tokenfuse.signing import encode_signed, sign
+from tokenfuse.control.signing import encode_signed, sign
 
 KEY = b"unit-test-key"
 NOWHERE = Settings(bootstrap_servers="127.0.0.1:1", topic_prefix="unit")

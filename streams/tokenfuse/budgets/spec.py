@@ -5,7 +5,7 @@ Every problem in the file is reported at once, each as `file:line: budgets[i].fi
 
     budgets:
       - id: run-daily-5usd          # unique, [A-Za-z0-9._:-]+
-        scope: "run:*"              # see tokenfuse.scopes; '*' = each value separately
+        scope: "run:*"              # see tokenfuse.usage.scopes; '*' = each value separately
         metric: cost_usd            # input_tokens | output_tokens | total_tokens | cost_micro_usd | cost_usd
         limit: 5                    # positive integer; for cost_usd a USD amount (up to 6 decimals)
         window: day                 # 1m..7d | day | month | rolling:<duration>
@@ -29,9 +29,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from tokenfuse.scopes import validate_scope
-from tokenfuse.windows import parse_window
-from tokenfuse.yamlnodes import Problems, compose_file, decimal_value, describe, mapping, sequence, unknown_keys, value
+from tokenfuse.usage.scopes import validate_scope
+from tokenfuse.usage.windows import parse_window
+from tokenfuse.config.yamlnodes import Problems, compose_file, decimal_value, describe, mapping, sequence, unknown_keys, value
 
 METRICS = ("input_tokens", "output_tokens", "total_tokens", "cost_micro_usd", "cost_usd")
 ACTIONS = ("alert", "warn", "throttle", "block")

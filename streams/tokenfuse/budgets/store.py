@@ -11,11 +11,11 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from tokenfuse.codec import codec
+from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
 from tokenfuse.errors import BrokerUnavailable, ConfigError, TokenfuseError
-from tokenfuse.follow import CompactedTopicFollower
-from tokenfuse.topics import admin_client, ensure_broker
+from tokenfuse.kafka.follow import CompactedTopicFollower
+from tokenfuse.kafka.topics import admin_client, ensure_broker
 
 
 def read_budgets(settings: Settings, timeout: float = 30.0) -> dict[str, dict[str, Any]]:

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokenfuse.config import Settings
-    from tokenfuse.manual import publish_manual_state
+    from tokenfuse.control.manual import publish_manual_state
 
     record = publish_manual_state(Settings.from_env(), args.scope, args.state, args.reason, args.until)
     until = (" until " + datetime.fromtimestamp(record["until"] / 1000, timezone.utc).isoformat(timespec="seconds")

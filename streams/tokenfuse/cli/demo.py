@@ -1,4 +1,4 @@
-"""`tokenfuse demo`: the local end-to-end demo (see tokenfuse/demo.py)."""
+"""`tokenfuse demo`: the local end-to-end demo (see tokenfuse/dev/demo.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokenfuse.demo import run_demo
+    from tokenfuse.dev.demo import run_demo
 
     return run_demo()

@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from tokenfuse.history.migrate import migrate
     from tokenfuse.history.sink import Sink
     from tokenfuse.history.sql import serve
-    from tokenfuse.topics import create_topics
+    from tokenfuse.kafka.topics import create_topics
 
     settings = Settings.from_env()
     create_topics(settings)

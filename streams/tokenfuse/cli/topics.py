@@ -1,11 +1,11 @@
-"""`tokenfuse topics create|list`: the topics of tokenfuse/topics.py, created idempotently."""
+"""`tokenfuse topics create|list`: the topics of tokenfuse/kafka/topics.py, created idempotently."""
 
 from __future__ import annotations
 
 import argparse
 
 from tokenfuse.config import Settings
-from tokenfuse.topics import create_topics, topic_specs
+from tokenfuse.kafka.topics import create_topics, topic_specs
 
 
 def register(sub: argparse._SubParsersAction) -> None:

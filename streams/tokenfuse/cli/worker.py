@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     import faust  # noqa: F401  (heavy import: only for this command)
 
     from tokenfuse.config import Settings
-    from tokenfuse.topics import create_topics
+    from tokenfuse.kafka.topics import create_topics
     from tokenfuse.worker.app import build_app
 
     settings = Settings.from_env()

@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from tokenfuse.errors import TokenfuseError
-from tokenfuse.scopes import KINDS, validate_scope
-from tokenfuse.windows import parse_duration_ms, parse_window
+from tokenfuse.usage.scopes import KINDS, validate_scope
+from tokenfuse.usage.windows import parse_duration_ms, parse_window
 
 Runner = Callable[[str, dict[str, Any]], dict[str, Any]]
 
@@ -171,7 +171,7 @@ UTILISATION_COLUMNS = ["budget_id", "scope", "metric", "window", "window_start",
 
 def utilisation(run: Runner, at_ms: int | None = None, per_budget: int = 10) -> dict[str, Any]:
     """Spend against limit for every current budget in the window holding `at_ms` (default now).
-    A `*` budget lists its `per_budget` biggest scope values. Windows come from tokenfuse.windows,
+    A `*` budget lists its `per_budget` biggest scope values. Windows come from tokenfuse.usage.windows,
     widened to whole minutes (rolling windows too)."""
     at_ms = at_ms if at_ms is not None else int(time.time() * 1000)
     budgets = run("SELECT budget_id, deleted, scope, metric, window, timezone, `limit` FROM budgets_history "

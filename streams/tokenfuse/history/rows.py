@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tokenfuse.pricing import PriceCatalog
+from tokenfuse.usage.pricing import PriceCatalog
 
 
 @dataclass(frozen=True)

@@ -22,15 +22,15 @@ from typing import Any, Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from tokenfuse.codec import codec
+from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
 from tokenfuse.errors import DecodeError, SignatureError
 from tokenfuse.history import rows
 from tokenfuse.history.client import History, HistoryUnavailable
 from tokenfuse.history.store import Pending, write
-from tokenfuse.pricing import PriceCatalog
-from tokenfuse.signing import verify
-from tokenfuse.worker.validate import validate_usage
+from tokenfuse.usage.pricing import PriceCatalog
+from tokenfuse.control.signing import verify
+from tokenfuse.usage.validate import validate_usage
 
 log = logging.getLogger(__name__)
 

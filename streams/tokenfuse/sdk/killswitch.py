@@ -23,9 +23,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from tokenfuse.config import Settings
 from tokenfuse.errors import BudgetExceeded, DecodeError, SignatureError
-from tokenfuse.scopes import runtime_scopes
+from tokenfuse.usage.scopes import runtime_scopes
 from tokenfuse.sdk.options import FuseOptions
-from tokenfuse.signing import decode_verified
+from tokenfuse.control.signing import decode_verified
 
 log = logging.getLogger(__name__)
 

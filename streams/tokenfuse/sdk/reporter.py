@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from tokenfuse.codec import codec
+from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
 from tokenfuse.sdk.options import FuseOptions
 from tokenfuse.sdk.spool import Segment, Spool

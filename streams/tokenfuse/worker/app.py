@@ -24,20 +24,20 @@ from typing import Any
 
 import faust
 
-from tokenfuse import pricing
-from tokenfuse.codec import codec
+from tokenfuse.usage import pricing
+from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
 from tokenfuse.errors import ConfigError, DecodeError
-from tokenfuse.follow import CompactedTopicFollower
-from tokenfuse.scopes import event_scopes
-from tokenfuse.windows import WindowSpec, parse_window
-from tokenfuse.worker.engine import BudgetIndex
-from tokenfuse.worker.scope_state import FIELDS, current_window, new_record
-from tokenfuse.worker.settle import Output, Settler
-from tokenfuse.worker.totals import Delta, DeltaBatch, scope_partition
-from tokenfuse.worker.transactions import (ack_all, commit_gate, process_as, use_source_partition_transactions,
+from tokenfuse.kafka.follow import CompactedTopicFollower
+from tokenfuse.usage.scopes import event_scopes
+from tokenfuse.usage.windows import WindowSpec, parse_window
+from tokenfuse.worker.engine.rules import BudgetIndex
+from tokenfuse.worker.engine.record import FIELDS, current_window, new_record
+from tokenfuse.worker.engine.settle import Output, Settler
+from tokenfuse.worker.engine.deltas import Delta, DeltaBatch, scope_partition
+from tokenfuse.worker.faust_adapter.transactions import (ack_all, commit_gate, process_as, use_source_partition_transactions,
                                             write)
-from tokenfuse.worker.validate import validate_usage
+from tokenfuse.usage.validate import validate_usage
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def tracked_windows(settings: Settings) -> dict[str, WindowSpec]:
 
 
 def build_app(settings: Settings, catalog: "pricing.PriceCatalog | None" = None) -> faust.App:
-    """A Faust app for these settings. Topics must exist (tokenfuse.topics.create_topics)."""
+    """A Faust app for these settings. Topics must exist (tokenfuse.kafka.topics.create_topics)."""
     if settings.control_key is None:
         raise ConfigError("invalid settings:", ["TOKENFUSE_CONTROL_KEY: required to sign control states"])
     key = settings.control_key.get_secret_value().encode()

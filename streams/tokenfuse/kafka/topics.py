@@ -37,7 +37,7 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         # One partition: every worker reads all budgets (GlobalTable), order per id is all that matters.
         TopicSpec("budgets", 1, compact, "Budget by id, null = delete"),
         # As many partitions as deltas, keyed by scope: a scope's control states are written by
-        # the worker owning that scope, in the transaction of its input (worker/transactions.py).
+        # the worker owning that scope, in the transaction of its input (worker/faust_adapter/transactions.py).
         TopicSpec("control", p, compact, "ControlState by scope key: the kill switch"),
         TopicSpec("alerts", p, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},
                   "Alert by scope key"),

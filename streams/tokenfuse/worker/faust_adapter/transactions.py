@@ -38,8 +38,8 @@ from typing import Any, Awaitable, Iterable, Optional
 from faust.streams import _current_event, current_event
 from faust.transport.consumer import TransactionManager
 
-from tokenfuse.worker.consumer import BatchDeliveryConsumer
-from tokenfuse.worker.recovery import committed_ends
+from tokenfuse.worker.faust_adapter.consumer import BatchDeliveryConsumer
+from tokenfuse.worker.faust_adapter.recovery import committed_ends
 
 
 class SourcePartitionTransactions(TransactionManager):

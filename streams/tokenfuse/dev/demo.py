@@ -19,11 +19,11 @@ from pathlib import Path
 from tokenfuse.budgets.store import publish
 from tokenfuse.config import Settings
 from tokenfuse.errors import BrokerUnavailable, BudgetExceeded, TokenfuseError
-from tokenfuse.process import RoleProcess
+from tokenfuse.dev.process import RoleProcess
 from tokenfuse.resources import resource_path
 from tokenfuse.sdk.fuse import Fuse
 from tokenfuse.sdk.options import FuseOptions
-from tokenfuse.topics import create_topics, delete_topics, ensure_broker
+from tokenfuse.kafka.topics import create_topics, delete_topics, ensure_broker
 
 AGENTS = {"researcher": 400, "writer": 300, "reviewer": 200, "runaway-loop": 4000}  # tokens per call
 LIMIT = 20_000  # tokens per agent per hour

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenfuse.worker.engine import DEFAULT_THROTTLE_DELAY_MS, ActiveBudget, enforcement, reached
-from tokenfuse.worker.scope_state import Window, metric
+from tokenfuse.worker.engine.rules import DEFAULT_THROTTLE_DELAY_MS, ActiveBudget, enforcement, reached
+from tokenfuse.worker.engine.record import Window, metric
 
 
 def alert_for(budget: ActiveBudget, scope: str, threshold: dict[str, Any], spent: int, window: Window,

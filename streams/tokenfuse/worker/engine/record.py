@@ -23,8 +23,8 @@ from dataclasses import replace
 from math import gcd
 from typing import Any, Iterable, NamedTuple
 
-from tokenfuse.windows import WindowSpec
-from tokenfuse.worker.totals import Delta
+from tokenfuse.usage.windows import WindowSpec
+from tokenfuse.worker.engine.deltas import Delta
 
 # Tumbling windows kept per spec: the newest two, and any that ended within RETAIN_MS of the
 # scope's newest event. Lateness is judged per input partition, so one partition may still send

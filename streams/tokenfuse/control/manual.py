@@ -10,10 +10,10 @@ from confluent_kafka import KafkaException, Producer
 
 from tokenfuse.config import Settings
 from tokenfuse.errors import BrokerUnavailable, ConfigError
-from tokenfuse.scopes import validate_scope
-from tokenfuse.signing import encode_signed
-from tokenfuse.topics import ensure_broker
-from tokenfuse.windows import parse_duration_ms
+from tokenfuse.usage.scopes import validate_scope
+from tokenfuse.control.signing import encode_signed
+from tokenfuse.kafka.topics import ensure_broker
+from tokenfuse.usage.windows import parse_duration_ms
 
 
 def parse_until(text: str | None, now_ms: int) -> int | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenfuse.resources import resource_path
-from tokenfuse.yamlnodes import Problems, compose_file, decimal_value, describe, mapping, unknown_keys, value
+from tokenfuse.config.yamlnodes import Problems, compose_file, decimal_value, describe, mapping, unknown_keys, value
 
 MICRO = 1_000_000
 _HALF = MICRO // 2

@@ -13,13 +13,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from tokenfuse.codec import codec
-from tokenfuse.signing import encode_signed
-from tokenfuse.windows import WindowSpec
-from tokenfuse.worker.decisions import control_state, evaluate
-from tokenfuse.worker.engine import BudgetIndex, effective
-from tokenfuse.worker.scope_state import apply_delta, atom_ms, current_window, merge_deltas
-from tokenfuse.worker.totals import Delta
+from tokenfuse.kafka.codec import codec
+from tokenfuse.control.signing import encode_signed
+from tokenfuse.usage.windows import WindowSpec
+from tokenfuse.worker.engine.decisions import control_state, evaluate
+from tokenfuse.worker.engine.rules import BudgetIndex, effective
+from tokenfuse.worker.engine.record import apply_delta, atom_ms, current_window, merge_deltas
+from tokenfuse.worker.engine.deltas import Delta
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 from typing import Any, Mapping
 
-from tokenfuse.codec import codec
+from tokenfuse.kafka.codec import codec
 from tokenfuse.errors import SignatureError
 
 

@@ -8,8 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from tokenfuse.scopes import pattern_of, validate_scope
-from tokenfuse.windows import WindowSpec, parse_window
+from tokenfuse.usage.scopes import pattern_of, validate_scope
+from tokenfuse.usage.windows import WindowSpec, parse_window
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Everything that touches Faust's or aiokafka's internals, in one place."""
