@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import faust
 
-from tokenfuse.worker.faust_adapter.transactions import changelog_record
+from tokenfuse.worker.faust_adapter.tables import changelog_record
 
 
 def recover(table: faust.Table, records: list[tuple[bytes, bytes | None]]) -> dict:

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator
 
-from aiokafka.partitioner import murmur2
-
-
-@lru_cache(maxsize=1 << 16)  # murmur2 is pure Python; busy scopes recur in every batch
-def scope_partition(scope: str, partitions: int) -> int:
-    """The deltas (and scope-state changelog) partition that owns a scope: Kafka's default
-    partitioner on the scope key, so it matches a record keyed by the scope."""
-    return (murmur2(scope.encode()) & 0x7FFFFFFF) % partitions
+from tokenfuse.kafka.partitions import scope_partition
 
 
 @dataclass
@@ -44,10 +37,6 @@ class Delta:
         return [self.scope, self.second_ms, self.input_tokens, self.output_tokens, self.cached_tokens,
                 self.cost_micro_usd, self.events, self.last_event_id]
 
-    @classmethod
-    def from_json(cls, d: list[Any]) -> "Delta":
-        return cls(*d)
-
 
 @dataclass
 class DeltaBatch:
@@ -73,10 +62,41 @@ class DeltaBatch:
                 delta.events += 1
                 delta.last_event_id = event_id
 
-    def by_partition(self, partitions: int) -> dict[int, list[list[Any]]]:
-        """Deltas grouped by the partition owning their scope, in event-time order: one message
-        per partition per batch carries them all."""
-        out: dict[int, list[list[Any]]] = defaultdict(list)
+    def messages(self, partitions: int, max_bytes: int) -> Iterator[tuple[int, bytes]]:
+        """The deltas as JSON messages per owning partition, in event-time order, each at most
+        `max_bytes` long (a message over Kafka's limit would fail its send and stall the stage).
+        One delta is far below any sane limit: validation caps every string of an event."""
+        chunks: dict[int, list[str]] = defaultdict(list)
+        sizes: dict[int, int] = defaultdict(int)
         for delta in sorted(self.deltas.values(), key=lambda d: d.second_ms):
-            out[scope_partition(delta.scope, partitions)].append(delta.to_json())
-        return out
+            part = scope_partition(delta.scope, partitions)
+            item = json.dumps(delta.to_json(), separators=(",", ":"))
+            if sizes[part] + len(item) + 2 > max_bytes and chunks[part]:
+                yield part, _array(chunks.pop(part))
+                sizes[part] = 0
+            chunks[part].append(item)
+            sizes[part] += len(item) + 1
+        for part, items in chunks.items():
+            yield part, _array(items)
+
+
+def _array(items: list[str]) -> bytes:
+    return ("[" + ",".join(items) + "]").encode()
+
+
+def decode_message(value: bytes) -> list[Delta]:
+    return [Delta(*item) for item in json.loads(value)]
+
+
+def merge_deltas(deltas: list[Delta], grid_ms: int) -> list[Delta]:
+    """One delta per `grid_ms` of event time, for a scope no budget watches: the same windows
+    get the same sums in fewer steps (see record.merge_grid_ms). A watched scope keeps its
+    per-second deltas, so that the event crossing a threshold is the one an alert names."""
+    merged: dict[int, Delta] = {}
+    for d in deltas:
+        m = merged.get(d.second_ms // grid_ms)
+        if m is None:
+            merged[d.second_ms // grid_ms] = replace(d)  # a copy: the caller's deltas stay as they are
+        else:
+            m.absorb(d)
+    return list(merged.values())

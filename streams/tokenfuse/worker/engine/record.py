@@ -1,143 +1,116 @@
-"""Everything the engine keeps about one scope, in one JSON record of one Faust table.
+"""Everything the engine keeps about one scope: one record, one changelog value.
 
 Why one record per scope instead of a Faust windowed table per window: every table write is a
-changelog message (measured here: ~230 µs each with exactly-once), and a windowed table writes
-once per window per key per update. One record holding all tracked windows of a scope costs one
-write per scope per batch, whatever the number of windows and events.
+changelog message (measured: ~230 µs each with exactly-once), and a windowed table writes once
+per window per key per update. One record holding all tracked windows of a scope costs one write
+per scope per batch, whatever the number of windows and events.
 
-Record layout (kept small, it is the changelog value):
-  "w": {window name: [[start, end, totals], ...]}       tumbling and calendar windows, newest
-        first (see KEEP_WINDOWS)
-  "r": {window name: {bucket start: [i, o, c, u, n]}}     rolling windows, in buckets of size/12
-  "f": {budget id: {window start: percent}}              the highest threshold fired per window
-  "e": {budget id: enforcement entry}                     what each budget asks for this scope
-  "m": [state, budget id, until]                          the control state last published
-  "t": newest event time seen (ms)                        for expiring idle scopes
-  "o": offset of the last deltas message added             so a replayed message is not added twice
-Totals vectors are [input, output, cached, cost_micro_usd, events].
+The record's JSON form (`to_json`) keeps one-letter keys because it is the changelog value,
+written once per scope and batch; in memory every field has a name.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field
 from math import gcd
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple
 
-from tokenfuse.usage.windows import WindowSpec
+from tokenfuse.usage.windows import Window, WindowSpec, spec_named
 from tokenfuse.worker.engine.deltas import Delta
 
-# Tumbling windows kept per spec: the newest two, and any that ended within RETAIN_MS of the
-# scope's newest event. Lateness is judged per input partition, so one partition may still send
-# on-time usage for a window another partition has moved past (after a restart, during a
-# catch-up); ten minutes of skew keep short windows exact.
-KEEP_WINDOWS = 2
-RETAIN_MS = 600_000
-FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "cost_micro_usd", "events")
+
+@dataclass(frozen=True)
+class Enforcement:
+    """What one budget (or detector) asks for a scope, and why: a rung of the ladder until `until`."""
+
+    state: str  # allow | warn | throttle | block
+    budget_id: str
+    metric: str
+    spent: int
+    limit: int
+    window_start: int
+    until: int
+    reason: str
+
+    def to_json(self) -> list[Any]:
+        return [self.state, self.budget_id, self.metric, self.spent, self.limit, self.window_start, self.until,
+                self.reason]
+
+    @classmethod
+    def from_json(cls, data: list[Any] | dict[str, Any]) -> "Enforcement":
+        return cls(**data) if isinstance(data, dict) else cls(*data)  # a dict before 0.2
 
 
-class Window(NamedTuple):
-    start: int
-    end: int
-    totals: list[int]  # [i, o, c, u, n]
+class Published(NamedTuple):
+    """The control state last published for the scope (what runtimes see now)."""
+
+    state: str = "allow"
+    budget_id: str | None = None
+    until: int | None = None
 
 
-def metric(totals: list[int], name: str) -> int:
-    if name == "total_tokens":
-        return totals[0] + totals[1]
-    return totals[FIELDS.index(name)]
+@dataclass(slots=True)
+class ScopeRecord:
+    # Per tracked window name, that window kind's state (usage/windows.py).
+    windows: dict[str, Any] = field(default_factory=dict)
+    # Per budget id: {window key: the highest threshold percent fired in that window}.
+    fired: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Per budget id (or detector entry id): what it asks for this scope.
+    entries: dict[str, Enforcement] = field(default_factory=dict)
+    published: Published = Published()
+    newest_ms: int = 0  # newest event time seen, for expiring idle scopes
+    offset: int = -1  # the last deltas message added, so a replayed message is not added twice
+    # Per detector name, its state for this scope (JSON-able; see settle.Detector).
+    detectors: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, delta: Delta, specs: Iterable[WindowSpec]) -> list[str]:
+        """Add a delta to every window of `specs`. Returns the names of those whose windows had
+        moved past it (usually none: the delta counts in the others)."""
+        ts = delta.second_ms
+        if ts > self.newest_ms:
+            self.newest_ms = ts
+        vec = [delta.input_tokens, delta.output_tokens, delta.cached_tokens, delta.cost_micro_usd, delta.events]
+        windows, newest, evicted = self.windows, self.newest_ms, []
+        for spec in specs:
+            state = windows.get(spec.name)
+            if state is None:
+                state = windows[spec.name] = spec.new_state()
+            if not spec.add(state, ts, vec, newest):
+                evicted.append(spec.name)
+        return evicted
+
+    def window(self, spec: WindowSpec, ts: int) -> Window:
+        """The window of `spec` holding ts (zeros if nothing was spent in it)."""
+        state = self.windows.get(spec.name)
+        return spec.window_at(spec.new_state() if state is None else state, ts)
+
+    @property
+    def allowed(self) -> bool:
+        return self.published.state == "allow"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "w": {name: spec_named(name).dump_state(state) for name, state in self.windows.items()},
+            "f": self.fired, "e": {k: e.to_json() for k, e in self.entries.items()},
+            "m": list(self.published), "t": self.newest_ms, "o": self.offset,
+        }
+        if self.detectors:
+            out["d"] = self.detectors
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ScopeRecord":
+        raw = {**data.get("w", {}), **data.get("r", {})}  # "r": rolling windows, before 0.2
+        return cls(
+            windows={name: spec_named(name).load_state(state) for name, state in raw.items()},
+            fired=data.get("f", {}),
+            entries={k: Enforcement.from_json(e) for k, e in data.get("e", {}).items()},
+            published=Published(*data.get("m", ())), newest_ms=data.get("t", 0), offset=data.get("o", -1),
+            detectors=data.get("d", {}),
+        )
 
 
-def new_record() -> dict[str, Any]:
-    return {"w": {}, "r": {}, "f": {}, "e": {}, "m": ["allow", None, None], "t": 0}
-
-
-def _add(vec: list[int], d: Delta) -> None:
-    vec[0] += d.input_tokens
-    vec[1] += d.output_tokens
-    vec[2] += d.cached_tokens
-    vec[3] += d.cost_micro_usd
-    vec[4] += d.events
-
-
-def rolling_step_ms(spec: WindowSpec) -> int:
-    return max(1000, spec.size_ms // 12)
-
-
-def atom_ms(specs: Iterable[WindowSpec]) -> int:
-    """The longest span that never straddles a window or bucket boundary of any of `specs`
-    (calendar boundaries fall on whole minutes in every current time zone)."""
-    sizes = [60_000 if s.kind == "calendar" else rolling_step_ms(s) if s.kind == "rolling" else s.size_ms
-             for s in specs]
+def merge_grid_ms(specs: Iterable[WindowSpec]) -> int:
+    """The longest span that never straddles a window or bucket boundary of any of `specs`."""
+    sizes = [s.grid_ms for s in specs]
     return gcd(*sizes) if sizes else 1000
-
-
-def merge_deltas(deltas: list[Delta], atom: int) -> list[Delta]:
-    """One delta per `atom` of event time, for a scope no budget watches: the same windows get
-    the same sums in fewer steps. (A watched scope keeps its per-second deltas, so that the
-    event crossing a threshold is the one an alert names.)"""
-    merged: dict[int, Delta] = {}
-    for d in deltas:
-        m = merged.get(d.second_ms // atom)
-        if m is None:
-            merged[d.second_ms // atom] = replace(d)  # a copy: the caller's deltas stay as they are
-        else:
-            m.absorb(d)
-    return list(merged.values())
-
-
-def apply_delta(record: dict[str, Any], delta: Delta, spec: WindowSpec) -> bool:
-    """Add the delta to the window of `spec` holding its time; False if that window is older than
-    the ones kept (too late to count). `current_window(record, spec, delta.second_ms)` reads the
-    window it went to; that costs a sum for rolling windows, so it is read only when a budget
-    needs it."""
-    ts = delta.second_ms
-    record["t"] = max(record["t"], ts)
-    if spec.kind == "rolling":
-        step = rolling_step_ms(spec)
-        buckets = record["r"].setdefault(spec.name, {})
-        key = str(ts - ts % step)
-        bucket = buckets.get(key)
-        if bucket is None:  # time moved on by a bucket: drop those out of every window's reach
-            bucket = buckets[key] = [0, 0, 0, 0, 0]
-            horizon = record["t"] - spec.size_ms - step
-            for old in [k for k in buckets if int(k) <= horizon]:
-                del buckets[old]
-        _add(bucket, delta)
-        return True
-    windows = record["w"].setdefault(spec.name, [])
-    # Usually the delta falls in a window already kept: no need to compute bounds (calendar
-    # bounds take a time-zone conversion).
-    match = next((w for w in windows if w[0] <= ts < w[1]), None)
-    if match is None:
-        start, end = spec.bounds(ts)
-        match = [start, end, [0, 0, 0, 0, 0]]
-        windows.append(match)
-        windows.sort(key=lambda w: -w[0])
-        horizon = record["t"] - RETAIN_MS
-        windows[KEEP_WINDOWS:] = [w for w in windows[KEEP_WINDOWS:] if w[1] > horizon]
-        if match not in windows:
-            return False
-    _add(match[2], delta)
-    return True
-
-
-def rolling_window(record: dict[str, Any], spec: WindowSpec, ts: int) -> Window:
-    """The sum of the buckets starting inside (ts - size, ts]: the last `size`, at bucket resolution."""
-    total = [0, 0, 0, 0, 0]
-    low = ts - spec.size_ms
-    for key, vec in record["r"].get(spec.name, {}).items():
-        if low < int(key) <= ts:
-            for i in range(5):
-                total[i] += vec[i]
-    return Window(low, ts, total)
-
-
-def current_window(record: dict[str, Any], spec: WindowSpec, now_ms: int) -> Window:
-    """The window holding `now_ms` (zeros if nothing was spent in it): what /totals reports."""
-    if spec.kind == "rolling":
-        return rolling_window(record, spec, now_ms)
-    start, end = spec.bounds(now_ms)
-    for w in record["w"].get(spec.name, []):
-        if w[0] == start:
-            return Window(*w)
-    return Window(start, end, [0, 0, 0, 0, 0])

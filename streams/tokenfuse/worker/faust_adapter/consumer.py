@@ -18,6 +18,9 @@ from typing import Any
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer
 
+from tokenfuse.worker.faust_adapter.recovery import committed_ends
+from tokenfuse.worker.faust_adapter.transactions import commit_gate
+
 # Let other coroutines (health checks, commits) run at least this often within a batch.
 YIELD_EVERY = 100
 
@@ -65,3 +68,60 @@ class BatchDeliveryConsumer(Consumer):
             self.log.info("Consumer stopped, shutting down...")
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+class GatedCommitConsumer(BatchDeliveryConsumer):
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        async with commit_gate(self.app):
+            committed = await super().force_commit(topics, start_new_transaction=start_new_transaction)
+            await self.transactions.commit_without_offsets()
+            return committed
+
+    async def perform_seek(self) -> None:
+        """Seek the stream partitions to their committed offsets with the flow stopped.
+
+        After recovery Faust resumes the partitions and seeks while messages flow, then resumes
+        flow control, which clears the streams' queues. Messages delivered from the new position
+        in between were cleared although marked read: never processed, never acked. The worker
+        went on with later messages, the committed offset stuck at that hole, and after the next
+        restart the hole's events were judged late against the newer event times already
+        recorded. With the flow stopped nothing is delivered until Faust resumes it, after the
+        clear. (The drain loop checks the flow before each message it delivers, so it cannot move
+        the read offset after the seek.)"""
+        self.stop_flow()
+        await super().perform_seek()
+
+    async def seek_to_committed(self) -> Any:
+        """Seek every stream partition to its committed offset, and those with none (or 0) to
+        the beginning.
+
+        aiokafka seeks only partitions whose committed offset is above 0 and leaves the others
+        where fetching has taken them. A fetch that ran while recovery resumed the stream
+        partitions took records from the client and they were dropped with the streams'
+        queues: a partition nobody had committed yet (a deltas partition, when the first
+        worker was killed within a second) then resumed after them, and those deltas were
+        never counted (found on a SIGKILL test run: 3,555 events missing from `global`)."""
+        committed = await super().seek_to_committed()
+        never = [tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)]
+        if never:
+            await self._thread.seek_to_beginning(*never)
+        return committed
+
+    async def highwaters(self, *partitions: Any) -> Any:
+        """Where table recovery must read each changelog partition to (recovery.py).
+
+        Faust would take the consumer's cached last stable offset, None for a partition not
+        fetched since its assignment: a partition taken over from another worker looked empty
+        and its state was silently skipped."""
+        thread = self._thread
+        stable = await thread.call_thread(thread._ensure_consumer().end_offsets, list(partitions))
+        ends = await asyncio.to_thread(committed_ends, self.app.__dict__["_tokenfuse_kafka_config"],
+                                       {(tp.topic, tp.partition): end for tp, end in stable.items()})
+        return {tp: ends[(tp.topic, tp.partition)] for tp in stable}
+
+    async def position(self, tp: Any) -> int:
+        """The offset of the last record delivered to the app, not merely fetched (recovery.py);
+        -1 before the first. (Faust's recovery compares it with an int: None raised a TypeError
+        that it logged as "Error in recovery" and that skipped its check of other partitions.)"""
+        offset = self._read_offset.get(tp)
+        return -1 if offset is None else offset

@@ -38,8 +38,6 @@ from typing import Any, Awaitable, Iterable, Optional
 from faust.streams import _current_event, current_event
 from faust.transport.consumer import TransactionManager
 
-from tokenfuse.worker.faust_adapter.consumer import BatchDeliveryConsumer
-from tokenfuse.worker.faust_adapter.recovery import committed_ends
 
 
 class SourcePartitionTransactions(TransactionManager):
@@ -97,90 +95,6 @@ class SourcePartitionTransactions(TransactionManager):
                     await txn.begin_transaction()
 
 
-class GatedCommitConsumer(BatchDeliveryConsumer):
-    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
-        async with commit_gate(self.app):
-            committed = await super().force_commit(topics, start_new_transaction=start_new_transaction)
-            await self.transactions.commit_without_offsets()
-            return committed
-
-    async def perform_seek(self) -> None:
-        """Seek the stream partitions to their committed offsets with the flow stopped.
-
-        After recovery Faust resumes the partitions and seeks while messages flow, then resumes
-        flow control, which clears the streams' queues. Messages delivered from the new position
-        in between were cleared although marked read: never processed, never acked. The worker
-        went on with later messages, the committed offset stuck at that hole, and after the next
-        restart the hole's events were judged late against the newer event times already
-        recorded. With the flow stopped nothing is delivered until Faust resumes it, after the
-        clear. (The drain loop checks the flow before each message it delivers, so it cannot move
-        the read offset after the seek.)"""
-        self.stop_flow()
-        await super().perform_seek()
-
-    async def seek_to_committed(self) -> Any:
-        """Seek every stream partition to its committed offset, and those with none (or 0) to
-        the beginning.
-
-        aiokafka seeks only partitions whose committed offset is above 0 and leaves the others
-        where fetching has taken them. A fetch that ran while recovery resumed the stream
-        partitions took records from the client and they were dropped with the streams'
-        queues: a partition nobody had committed yet (a deltas partition, when the first
-        worker was killed within a second) then resumed after them, and those deltas were
-        never counted (found on a SIGKILL test run: 3,555 events missing from `global`)."""
-        committed = await super().seek_to_committed()
-        never = [tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)]
-        if never:
-            await self._thread.seek_to_beginning(*never)
-        return committed
-
-    async def highwaters(self, *partitions: Any) -> Any:
-        """Where table recovery must read each changelog partition to (recovery.py).
-
-        Faust would take the consumer's cached last stable offset, None for a partition not
-        fetched since its assignment: a partition taken over from another worker looked empty
-        and its state was silently skipped."""
-        thread = self._thread
-        stable = await thread.call_thread(thread._ensure_consumer().end_offsets, list(partitions))
-        ends = await asyncio.to_thread(committed_ends, self.app.__dict__["_tokenfuse_kafka_config"],
-                                       {(tp.topic, tp.partition): end for tp, end in stable.items()})
-        return {tp: ends[(tp.topic, tp.partition)] for tp in stable}
-
-    async def position(self, tp: Any) -> int:
-        """The offset of the last record delivered to the app, not merely fetched (recovery.py);
-        -1 before the first. (Faust's recovery compares it with an int: None raised a TypeError
-        that it logged as "Error in recovery" and that skipped its check of other partitions.)"""
-        offset = self._read_offset.get(tp)
-        return -1 if offset is None else offset
-
-
-def changelog_record(table: Any, key: str, value: Any) -> tuple[bytes, bytes | None]:
-    """A table key's changelog record. A deleted key's value is None, a tombstone: Faust's
-    `Topic.send` would serialize it as JSON `null`, which recovery restores as a key holding
-    None and compaction never removes."""
-    changelog = table.changelog_topic
-    key_bytes = changelog.prepare_key(key, None)[0]
-    return key_bytes, None if value is None else changelog.prepare_value(value, None)[0]
-
-
-async def write(table: Any, partition: int, key: str, value: Any) -> None:
-    """Set (or, with None, delete) a table key and send its changelog record now, in the
-    current transaction: the current event's partition's, else `partition`'s. (Straight to
-    the producer: Faust's channel layers cost more than the send itself.)"""
-    store = table.data
-    if value is None:
-        store.pop(key, None)
-        store._key_partition.pop(key, None)
-    else:
-        store[key] = value
-        # The memory store drops the keys of partitions no longer owned after a rebalance, but
-        # knows only the partitions of keys it recovered: tell it this key's.
-        store._key_partition[key] = partition
-    producer = await table.app.maybe_start_producer()
-    key_bytes, value_bytes = changelog_record(table, key, value)
-    await producer.send(table.changelog_topic.get_topic_name(), key_bytes, value_bytes, partition, None, None)
-
-
 def commit_gate(app: Any) -> asyncio.Lock:
     """Held by an agent for a whole batch (outputs and acks) and by each commit."""
     gate = app.__dict__.get("_tokenfuse_commit_gate")
@@ -194,14 +108,6 @@ async def ack_all(stream: Any, events: Iterable[Any]) -> None:
     (take_events acks them again after the batch; a second ack of a message is a no-op.)"""
     for event in events:
         await stream.ack(event)
-
-
-def use_source_partition_transactions(app: Any, kafka_config: dict[str, Any]) -> None:
-    """Install on an app before it starts (its transport creates the consumer and the
-    transaction manager). `kafka_config` (Settings.kafka_config) is for the recovery probe."""
-    app.transport.TransactionManager = SourcePartitionTransactions
-    app.transport.Consumer = GatedCommitConsumer
-    app.__dict__["_tokenfuse_kafka_config"] = kafka_config
 
 
 def process_as(event: Any) -> None:

@@ -1,0 +1,65 @@
+"""Faust tables as the worker uses them: values kept as our own records (a registered codec),
+changelog records sent straight to the producer in the current transaction, deletions as
+tombstones."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import faust
+
+
+class RecordTable(faust.Table):
+    """A table whose values are record objects in memory and their `to_json()` in the changelog.
+    Recovery turns each changelog value back into a record (`from_json`) through the table's
+    `_to_value` hook, the one place Faust converts recovered values."""
+
+    def __init__(self, *args: Any, from_json: Callable[[Any], Any], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.from_json = from_json
+
+    def _to_value(self, v: Any) -> Any:
+        return None if v is None else self.from_json(v)
+
+
+def record_table(app: faust.App, name: str, partitions: int, from_json: Callable[[Any], Any]) -> faust.Table:
+    """Declare a RecordTable on the app, as `app.Table` declares its tables."""
+    return app.tables.add(RecordTable(app, name=name, partitions=partitions, beacon=app.tables.beacon,
+                                      from_json=from_json))
+
+
+def changelog_record(table: Any, key: str, value: Any) -> tuple[bytes, bytes | None]:
+    """A table key's changelog record. A deleted key's value is None, a tombstone: Faust's
+    `Topic.send` would serialize it as JSON `null`, which recovery restores as a key holding
+    None and compaction never removes."""
+    changelog = table.changelog_topic
+    key_bytes = changelog.prepare_key(key, None)[0]
+    if value is None:
+        return key_bytes, None
+    return key_bytes, changelog.prepare_value(value.to_json() if isinstance(table, RecordTable) else value, None)[0]
+
+
+async def write(table: faust.Table, partition: int, key: str, value: Any) -> None:
+    """Set (or, with None, delete) a table key and send its changelog record now, in the
+    current transaction: the current event's partition's, else `partition`'s. (Straight to
+    the producer: Faust's channel layers cost more than the send itself.)"""
+    store = table.data
+    if value is None:
+        store.pop(key, None)
+        store._key_partition.pop(key, None)
+    else:
+        store[key] = value
+        # The memory store drops the keys of partitions no longer owned after a rebalance, but
+        # knows only the partitions of keys it recovered: tell it this key's.
+        store._key_partition[key] = partition
+    producer = await table.app.maybe_start_producer()
+    key_bytes, value_bytes = changelog_record(table, key, value)
+    await producer.send(table.changelog_topic.get_topic_name(), key_bytes, value_bytes, partition, None, None)
+
+
+def drop_deleted(table: faust.Table) -> None:
+    """Earlier versions of the worker sent deletions as JSON null, not as tombstones (see
+    changelog_record): recovered, those keys hold None. Drop them."""
+    for k in [k for k, v in table.data.items() if v is None]:
+        table.data.pop(k)
+
