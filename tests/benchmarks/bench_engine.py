@@ -1,4 +1,5 @@
-"""Engine throughput, on demand:  python -m tests.benchmarks.bench_engine [--events N]
+"""Engine throughput, on demand:  python -m tests.benchmarks.bench_engine [--events N] [--shape fleet]
+                                    [--before DIR] [--scale-out]
 
 Replays N usage events (default 1M) into a fresh usage topic, then measures in the same run:
   1. ceiling  - raw confluent-kafka consume + Avro decode of that topic
@@ -13,13 +14,17 @@ local broker.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
+import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from tokenfuse.kafka.codec import codec
@@ -30,27 +35,43 @@ from tokenfuse.kafka.topics import create_topics, delete_topics
 from tests.helpers import free_port
 
 
-def replay(settings: Settings, n: int) -> None:
-    """N events over 50 orgs/200 teams/2000 agents/20000 runs/8 models, 2% duplicates, the last
-    minutes of event time, bursts per agent."""
+def events(n: int, shape: str, now: int, rng: random.Random) -> Iterator[dict[str, Any]]:
+    """N events over 50 orgs/200 teams/2000 agents/8 models in the last minutes of event time.
+    `cardinal`: each call picks one of 10 runs of its agent at random (20,000 runs, every run
+    busy in every batch: the most deltas per event). `fleet`: as real agent fleets run, each
+    agent works through runs of 20-200 calls, one after another."""
+    models = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "o3", "gemini-2.5-pro", "a", "b", "c"]
+    run_left: dict[int, int] = {}
+    run_no: dict[int, int] = {}
+    for i in range(n):
+        agent = rng.randrange(2000)
+        if shape == "fleet":
+            if run_left.get(agent, 0) == 0:
+                run_left[agent] = rng.randint(20, 200)
+                run_no[agent] = run_no.get(agent, -1) + 1
+            run_left[agent] -= 1
+            run = f"run-{agent}-{run_no[agent]}"
+        else:
+            run = f"run-{agent}-{rng.randrange(10)}"
+        yield {"event_id": uuid.UUID(int=rng.getrandbits(128)).hex, "event_time": now + i * 100_000 // n,
+               "org": f"org-{agent % 50}", "team": f"team-{agent % 200}", "agent": f"agent-{agent}",
+               "run": run, "user": None, "model": models[agent % 8],
+               "input_tokens": rng.randrange(100, 5000), "output_tokens": rng.randrange(10, 1000),
+               "cost_micro_usd": None, "tags": {"env": "prod" if agent % 3 else "dev"}}
+
+
+def replay(settings: Settings, n: int, shape: str) -> None:
+    """The events of `shape`, 2% of them sent twice (duplicates)."""
     rng = random.Random(7)
     producer = Producer({**settings.kafka_config, "linger.ms": 50, "batch.size": 1_000_000,
                          "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000})
     enc = codec("UsageEvent").encode
-    now = int(time.time() * 1000) - 120_000
-    models = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "o3", "gemini-2.5-pro", "a", "b", "c"]
     recent: list[tuple[bytes, bytes, int]] = []
     t0 = time.perf_counter()
-    for i in range(n):
+    for i, event in enumerate(events(n, shape, int(time.time() * 1000) - 120_000, rng)):
         if recent and rng.random() < 0.02:
             key, value, ts = rng.choice(recent)
         else:
-            agent = rng.randrange(2000)
-            event = {"event_id": uuid.UUID(int=rng.getrandbits(128)).hex, "event_time": now + i * 100_000 // n,
-                     "org": f"org-{agent % 50}", "team": f"team-{agent % 200}", "agent": f"agent-{agent}",
-                     "run": f"run-{agent}-{rng.randrange(10)}", "user": None, "model": models[agent % 8],
-                     "input_tokens": rng.randrange(100, 5000), "output_tokens": rng.randrange(10, 1000),
-                     "cost_micro_usd": None, "tags": {"env": "prod" if agent % 3 else "dev"}}
             key, value, ts = event["agent"].encode(), enc(event), event["event_time"]
             if len(recent) < 10_000:
                 recent.append((key, value, ts))
@@ -63,7 +84,7 @@ def replay(settings: Settings, n: int) -> None:
         if i % 100_000 == 0:
             producer.poll(0)
     producer.flush()
-    print(f"replayed {n:,} events in {time.perf_counter() - t0:.1f}s", flush=True)
+    print(f"replayed {n:,} {shape} events in {time.perf_counter() - t0:.1f}s", flush=True)
 
 
 def ceiling(settings: Settings, n: int) -> float:
@@ -87,62 +108,104 @@ def stats(port: int) -> dict:
         return json.loads(r.read())["counters"]
 
 
-def drain_rate(proc_factory, port: int, n: int, counted: str) -> float:
-    """Start a worker, time from ready until its counters account for all n events: counted
-    (the engine's are settled into the totals, not only ingested), duplicate, late or bad."""
-    with proc_factory() as _proc:
+def pin(proc: RoleProcess, cpu: int) -> None:
+    """Pin every thread of a started process to one core."""
+    subprocess.run(["taskset", "-a", "-c", "-p", str(cpu), str(proc.proc.pid)], check=True, capture_output=True)
+
+
+def drain_rate(procs: list[RoleProcess], ports: list[int], n: int, counted: str,
+               cpus: list[int] | None = None) -> float:
+    """Start the workers (pinned to `cpus` if given), time from ready until their counters
+    account for all n events: counted (the engine's are settled into the totals, not only
+    ingested), duplicate, late or bad."""
+    with contextlib.ExitStack() as stack:
+        for i, proc in enumerate(procs):
+            stack.enter_context(proc)
+            if cpus:
+                pin(proc, cpus[i])
         t0 = time.perf_counter()
         while True:
-            c = stats(port)
-            done = sum(c.get(k, 0) for k in (counted, "duplicates", "late_events", "dlq"))
+            done = 0
+            for port in ports:
+                c = stats(port)
+                done += sum(c.get(k, 0) for k in (counted, "duplicates", "late_events", "dlq"))
             if done >= n:
                 return n / (time.perf_counter() - t0)
-            time.sleep(0.5)
+            time.sleep(0.2)
 
 
-# name, module run as `python -m <module> worker`, extra arguments, the counter of events done
-RUNS = (("baseline", "tests.benchmarks.naive_worker", (), "events"),
-        ("engine", "tokenfuse.cli.main", (), "settled_events"),
-        ("floor", "tests.benchmarks.naive_worker", ("--floor",), "events"))
+@dataclass(frozen=True)
+class Run:
+    name: str
+    module: str  # run as `python -m <module> worker`
+    args: tuple[str, ...]
+    counted: str  # the counter of events done
+    pythonpath: str = ""  # another checkout's streams/ (the engine before a change)
+
+
+def measure(base: Settings, tag: str, logdir: Path, run: Run, n: int, workers: int = 1,
+            cpus: list[int] | None = None) -> float:
+    procs, ports = [], []
+    for i in range(workers):
+        port = free_port()
+        settings = base.model_copy(update={"app_id": f"bench-{tag}-{run.name}-{workers}", "web_port": port,
+                                           "data_dir": logdir / f"{run.name}-{workers}-{i}"})
+        env = {"PYTHONPATH": run.pythonpath} if run.pythonpath else None
+        procs.append(RoleProcess("worker", settings, logdir / f"{run.name}-{workers}-{i}.log", *run.args,
+                                 module=run.module, extra_env=env))
+        ports.append(port)
+    return drain_rate(procs, ports, n, run.counted, cpus)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--shape", choices=["cardinal", "fleet"], default="cardinal")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--guarantee", default="exactly_once", choices=["exactly_once", "at_least_once"])
     parser.add_argument("--commit-interval-ms", type=int, default=200)
-    parser.add_argument("--only", choices=[name for name, *_ in RUNS], help="skip the other Faust runs")
+    parser.add_argument("--before", type=Path, help="a checkout of the engine to compare with (git worktree add "
+                        "DIR <commit>): also runs its worker, as engine-before")
+    parser.add_argument("--only", nargs="*", help="run only these (baseline, engine-before, engine, floor)")
+    parser.add_argument("--scale-out", action="store_true",
+                        help="instead: the engine with one worker pinned to core 0, then two pinned to 0 and 1")
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:8]
     logdir = Path(".tokenfuse/bench") / tag
     base = Settings(topic_prefix=f"bench-{tag}", app_id=f"bench-{tag}", partitions=args.partitions,
-                    data_dir=logdir, control_key="bench-key", grace_seconds=3600,
+                    data_dir=logdir, control_key="bench-key-" + "k" * 32, grace_seconds=3600,
                     processing_guarantee=args.guarantee, commit_interval_ms=args.commit_interval_ms)
+    runs = [Run("baseline", "tests.benchmarks.naive_worker", (), "events"),
+            Run("engine", "tokenfuse.cli.main", (), "settled_events"),
+            Run("floor", "tests.benchmarks.naive_worker", ("--floor",), "events")]
+    if args.before:
+        runs.insert(1, Run("engine-before", "tokenfuse.cli.main", (), "settled_events",
+                           str(args.before.resolve() / "streams")))
     create_topics(base)
     try:
-        replay(base, args.events)
+        replay(base, args.events, args.shape)
         ceil = ceiling(base, args.events)
         print(f"ceiling  (confluent consume+decode): {ceil:,.0f} events/s", flush=True)
-
+        if args.scale_out:
+            engine = runs[-2]
+            one = measure(base, tag, logdir, engine, args.events, 1, [0])
+            print(f"engine, 1 worker on core 0: {one:,.0f} events/s", flush=True)
+            two = measure(base, tag, logdir, engine, args.events, 2, [0, 1])
+            print(f"engine, 2 workers on cores 0 and 1: {two:,.0f} events/s   2 / 1 = {two / one:.2f}x")
+            return
         rates = {}
-        for name, module, extra, counted in RUNS:
-            if args.only and args.only != name:
+        for run in runs:
+            if args.only and run.name not in args.only:
                 continue
-            port = free_port()
-            run = base.model_copy(update={"app_id": f"bench-{tag}-{name}", "web_port": port})
-            rates[name] = drain_rate(
-                lambda: RoleProcess("worker", run, logdir / f"{name}.log", *extra, module=module), port, args.events,
-                counted)
-            print(f"{name:8} ({args.guarantee}): {rates[name]:,.0f} events/s", flush=True)
-        if len(rates) == len(RUNS):
-            print(f"engine / baseline = {rates['engine'] / rates['baseline']:.2f}x   "
-                  f"engine / floor = {rates['engine'] / rates['floor']:.2f}   "
-                  f"engine / ceiling = {rates['engine'] / ceil:.2f}")
+            rates[run.name] = measure(base, tag, logdir, run, args.events)
+            print(f"{run.name:13} ({args.guarantee}, {args.shape}): {rates[run.name]:,.0f} events/s", flush=True)
+        if "engine" in rates:
+            for other in ("engine-before", "baseline", "floor"):
+                if other in rates:
+                    print(f"engine / {other} = {rates['engine'] / rates[other]:.2f}x")
+            print(f"engine / ceiling = {rates['engine'] / ceil:.2f}")
     finally:
         delete_topics(base)
-        for suffix, *_ in RUNS:
-            delete_topics(base.model_copy(update={"app_id": f"bench-{tag}-{suffix}"}))
 
 
 if __name__ == "__main__":

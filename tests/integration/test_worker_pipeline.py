@@ -80,3 +80,20 @@ def test_duplicate_event_ids_count_once(settings, worker, control):
     usage.flush()
     assert wait_until(lambda: "agent:dup" in control.snapshot(), timeout=10)
     assert control.snapshot()["agent:dup"]["spent"] == 300
+
+
+def test_an_event_dated_in_the_future_goes_to_the_dlq_and_later_real_events_still_count(settings, worker, control):
+    publish_budget(settings, id="cap", scope="agent:*", metric="input_tokens", window="1h", limit=300)
+    usage = UsageProducer(settings)
+    now = int(time.time() * 1000)
+    usage.send(usage_event("clock", 100, when_ms=now + 50 * 60_000))  # 50 min ahead: beyond the grace
+    usage.send(usage_event("clock", 100, when_ms=now + 30_000))  # a fast clock within the grace: counts
+    usage.flush()
+    # Real events of the same partition, behind the future-dated one: not late.
+    usage.send(usage_event("clock", 100, when_ms=now - 5_000))
+    usage.send(usage_event("clock", 100, when_ms=now - 20_000))
+    usage.flush()
+    assert wait_until(lambda: control.snapshot().get("agent:clock", {}).get("state") == "block", timeout=10)
+    assert control.snapshot()["agent:clock"]["spent"] == 300
+    dlq = read_all(settings, "dlq", bytes, until=lambda r: len(r) >= 1, timeout=10)
+    assert len(dlq) == 1 and "ahead of the worker's clock" in dict(dlq[0][2])["reason"].decode()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, ClassVar, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -138,6 +138,10 @@ class _Discrete(WindowSpec):
                 return True
         start, end = self.bounds(ts)
         match = [start, end, [0, 0, 0, 0, 0]]
+        if not state:  # a new scope's first delta
+            state.append(match)
+            add_totals(match[2], vec)
+            return True
         state.append(match)
         state.sort(key=lambda w: -w[0])
         horizon = newest_ms - RETAIN_MS
@@ -160,7 +164,7 @@ class Tumbling(_Discrete):
     size_ms: int
     kind: ClassVar[str] = "tumbling"
 
-    @property
+    @cached_property
     def name(self) -> str:
         return f"{self.size_ms // 1000}s"
 
@@ -184,7 +188,7 @@ class Calendar(_Discrete):
     kind: ClassVar[str] = "calendar"
     tracked_on_demand: ClassVar[bool] = True
 
-    @property
+    @cached_property
     def name(self) -> str:
         return f"{self.unit}@{self.timezone}"
 
@@ -209,11 +213,11 @@ class Rolling(WindowSpec):
     kind: ClassVar[str] = "rolling"
     re_arms: ClassVar[bool] = True
 
-    @property
+    @cached_property
     def name(self) -> str:
         return f"rolling:{self.size_ms // 1000}s"
 
-    @property
+    @cached_property
     def step_ms(self) -> int:
         return max(1000, self.size_ms // 12)
 
@@ -309,5 +313,11 @@ def _calendar_bounds_cached(unit: str, timezone: str, year: int, month: int, day
 
 
 def _calendar_bounds(ts_ms: int, unit: str, timezone: str) -> tuple[int, int]:
-    local = datetime.fromtimestamp(ts_ms / 1000, ZoneInfo(timezone))
+    return _calendar_bounds_of_minute(ts_ms // 60_000, unit, timezone)
+
+
+@lru_cache(maxsize=4096)
+def _calendar_bounds_of_minute(minute: int, unit: str, timezone: str) -> tuple[int, int]:
+    """Calendar boundaries fall on whole minutes in every current time zone."""
+    local = datetime.fromtimestamp(minute * 60, ZoneInfo(timezone))
     return _calendar_bounds_cached(unit, timezone, local.year, local.month, local.day if unit == "day" else 1)

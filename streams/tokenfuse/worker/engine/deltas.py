@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from tokenfuse.kafka.partitions import scope_partition
@@ -66,22 +66,22 @@ class DeltaBatch:
         """The deltas as JSON messages per owning partition, in event-time order, each at most
         `max_bytes` long (a message over Kafka's limit would fail its send and stall the stage).
         One delta is far below any sane limit: validation caps every string of an event."""
-        chunks: dict[int, list[str]] = defaultdict(list)
-        sizes: dict[int, int] = defaultdict(int)
+        by_part: dict[int, list[list[Any]]] = defaultdict(list)
         for delta in sorted(self.deltas.values(), key=lambda d: d.second_ms):
-            part = scope_partition(delta.scope, partitions)
-            item = json.dumps(delta.to_json(), separators=(",", ":"))
-            if sizes[part] + len(item) + 2 > max_bytes and chunks[part]:
-                yield part, _array(chunks.pop(part))
-                sizes[part] = 0
-            chunks[part].append(item)
-            sizes[part] += len(item) + 1
-        for part, items in chunks.items():
-            yield part, _array(items)
+            by_part[scope_partition(delta.scope, partitions)].append(delta.to_json())
+        for part, items in by_part.items():
+            yield from ((part, chunk) for chunk in _bounded_json(items, max_bytes))
 
 
-def _array(items: list[str]) -> bytes:
-    return ("[" + ",".join(items) + "]").encode()
+def _bounded_json(items: list[list[Any]], max_bytes: int) -> Iterator[bytes]:
+    """`items` as JSON arrays of at most max_bytes each (halving until they fit)."""
+    encoded = json.dumps(items, separators=(",", ":")).encode()
+    if len(encoded) <= max_bytes or len(items) == 1:
+        yield encoded
+        return
+    half = len(items) // 2
+    yield from _bounded_json(items[:half], max_bytes)
+    yield from _bounded_json(items[half:], max_bytes)
 
 
 def decode_message(value: bytes) -> list[Delta]:
@@ -96,7 +96,9 @@ def merge_deltas(deltas: list[Delta], grid_ms: int) -> list[Delta]:
     for d in deltas:
         m = merged.get(d.second_ms // grid_ms)
         if m is None:
-            merged[d.second_ms // grid_ms] = replace(d)  # a copy: the caller's deltas stay as they are
+            merged[d.second_ms // grid_ms] = Delta(d.scope, d.second_ms, d.input_tokens, d.output_tokens,
+                                                   d.cached_tokens, d.cost_micro_usd, d.events,
+                                                   d.last_event_id)  # a copy: the caller's stay as they are
         else:
             m.absorb(d)
     return list(merged.values())
