@@ -43,3 +43,12 @@ def test_seen_ids_and_marks_are_rebuilt_from_the_recovered_table():
     seen.load()
     assert seen.is_duplicate("b", now=0) and seen.is_duplicate("c", now=0)
     assert dict(seen.newest) == {0: 900, 1: 1_200}
+
+
+@pytest.mark.parametrize("header, allowed", [
+    ("127.0.0.1:6066", True), ("localhost", True), ("[::1]:6066", True), ("LOCALHOST:1", True),
+    ("evil.example:6066", False), ("127.0.0.1.evil.example", False), (None, False), ("", False)])
+def test_the_worker_web_server_answers_loopback_host_headers_only(header, allowed):
+    from tokenfuse.worker.web import host_allowed
+
+    assert host_allowed(header) is allowed

@@ -59,6 +59,9 @@ def faust_app(settings: Settings) -> faust.App:
         datadir=str(settings.data_dir / "faust"),
         web_enabled=settings.web_port != 0,
         web_bind=settings.web_host, web_host=settings.web_host, web_port=settings.web_port or 6066,
+        # Faust's own pages (/router, /table, /graph, stats at /) would show table contents to
+        # anyone who can reach the port: off. Ours are in web.py.
+        web_router_enabled=False, web_tables_enabled=False, web_graph_enabled=False, web_stats_enabled=False,
         broker_commit_interval=settings.commit_interval_ms / 1000,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
@@ -133,5 +136,5 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
             async with gate:  # a commit never splits a scope's changelog write from its messages
                 await account_stage.sweep_scope(scope, now)
 
-    add_pages(app, stats, specs, account_stage, partitions)
+    add_pages(app, stats, specs, account_stage, partitions, {settings.web_host})
     return app

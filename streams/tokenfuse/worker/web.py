@@ -1,11 +1,13 @@
 """The worker's web pages: GET /stats (counters) and GET /totals?scope=... (a scope's current
-windows, from the worker that owns it)."""
+windows, from the worker that owns it). Both answer only requests whose Host header names a
+loopback address (or the configured host), so a web page in a browser on this machine cannot
+read them through DNS rebinding."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any, Mapping
+from typing import AbstractSet as Set, Any, Mapping
 
 import faust
 
@@ -14,14 +16,35 @@ from tokenfuse.usage.windows import WindowSpec
 from tokenfuse.worker.account import Account
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def host_allowed(host_header: str | None, extra_hosts: Set[str] = frozenset()) -> bool:
+    """Is the Host header (host, host:port, [v6]:port) a loopback name or one of `extra_hosts`?"""
+    if not host_header:
+        return False
+    host = host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+    if host.startswith("["):
+        host = host[1:host.index("]")] if "]" in host else host
+    return host.lower() in LOOPBACK_HOSTS | extra_hosts
+
+
 def add_pages(app: faust.App, stats: Counter[str], specs: Mapping[str, WindowSpec], account: Account,
-              partitions: int) -> None:
+              partitions: int, hosts: Set[str]) -> None:
+    def refused(web: Any, request: Any) -> Any:
+        if host_allowed(request.headers.get("Host"), hosts):
+            return None
+        return web.json({"error": "this server answers loopback hosts only"}, status=403)
+
     @app.page("/stats")
     async def stats_page(web: Any, request: Any) -> Any:
-        return web.json({"counters": dict(stats), "tracked_windows": sorted(specs)})
+        return refused(web, request) or web.json({"counters": dict(stats), "tracked_windows": sorted(specs)})
 
     @app.page("/totals")
     async def totals_page(web: Any, request: Any) -> Any:
+        denied = refused(web, request)
+        if denied is not None:
+            return denied
         scope = request.query.get("scope", "")
         if not scope or scope_partition(scope, partitions) not in account.owned():
             return web.json({"error": f"scope {scope!r} is not owned by this worker"}, status=404)
