@@ -29,7 +29,7 @@ from typing import Any, Iterator
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
-from tokenfuse.dev.process import RoleProcess
+from tokenfuse.dev.process import FAUST_STARTED_LINE, RoleProcess
 from tokenfuse.kafka.topics import create_topics, delete_topics
 
 from tests.helpers import free_port
@@ -152,7 +152,7 @@ def measure(base: Settings, tag: str, logdir: Path, run: Run, n: int, workers: i
                                            "data_dir": logdir / f"{run.name}-{workers}-{i}"})
         env = {"PYTHONPATH": run.pythonpath} if run.pythonpath else None
         procs.append(RoleProcess("worker", settings, logdir / f"{run.name}-{workers}-{i}.log", *run.args,
-                                 module=run.module, extra_env=env))
+                                 module=run.module, extra_env=env, ready_line=FAUST_STARTED_LINE))
         ports.append(port)
     return drain_rate(procs, ports, n, run.counted, cpus)
 

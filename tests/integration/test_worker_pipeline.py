@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
-from tests.helpers import UsageProducer, publish_budget, read_all, usage_event
+from tests.engine_stream import get_json
+from tests.helpers import UsageProducer, free_port, publish_budget, read_all, usage_event
+from tokenfuse.dev.process import RoleProcess
 from tokenfuse.kafka.codec import codec
 from tokenfuse.kafka.follow import wait_until
 
@@ -97,3 +99,20 @@ def test_an_event_dated_in_the_future_goes_to_the_dlq_and_later_real_events_stil
     assert control.snapshot()["agent:clock"]["spent"] == 300
     dlq = read_all(settings, "dlq", bytes, until=lambda r: len(r) >= 1, timeout=10)
     assert len(dlq) == 1 and "ahead of the worker's clock" in dict(dlq[0][2])["reason"].decode()
+
+
+def test_a_worker_started_on_a_backlog_is_ready_only_once_it_enforces_it(settings, tmp_path, control):
+    publish_budget(settings, id="cap", scope="agent:*", metric="input_tokens", window="1h", limit=5_000)
+    usage = UsageProducer(settings)
+    for i in range(3_000):  # the backlog: 3,000 calls of other agents, then the runaway's
+        usage.send(usage_event(f"calm-{i % 50}", 1))
+    for _ in range(60):
+        usage.send(usage_event("runaway", 100))
+    usage.flush()
+    port = free_port()
+    with RoleProcess("worker", settings.model_copy(update={"web_port": port}), tmp_path / "worker.log"):
+        # Ready means the backlog is settled: the block is already there, no waiting.
+        assert control.wait_caught_up(10)
+        assert control.snapshot().get("agent:runaway", {}).get("state") == "block"
+        _, status = get_json(port, "/stats")
+        assert status["ready"] is True and status["counters"]["settled_events"] == 3_060

@@ -12,18 +12,23 @@ from pathlib import Path
 
 from tokenfuse.config import Settings
 from tokenfuse.errors import TokenfuseError
+from tokenfuse.worker.readiness import READY_LINE
 
-# The line each role logs once it processes data.
-READY_LINES = {"worker": "[^Worker]: Ready", "sink": "sink ready"}
+# The line each role logs once it is ready: the worker once it enforces (worker/readiness.py).
+READY_LINES = {"worker": READY_LINE, "sink": "sink ready"}
+# The line Faust logs once a worker's agents run (before they have caught up): benchmarks time from it.
+FAUST_STARTED_LINE = "[^Worker]: Ready"
 
 
 class RoleProcess:
     def __init__(self, role: str, settings: Settings, log_path: Path, *args: str,
-                 extra_env: dict[str, str] | None = None, module: str = "tokenfuse.cli.main"):
+                 extra_env: dict[str, str] | None = None, module: str = "tokenfuse.cli.main",
+                 ready_line: str | None = None):
         """`python -m <module> <role> <args>`; a Faust app of one's own (benchmarks) passes its
-        module and role "worker" to be awaited like the worker."""
+        module, role "worker" and the line to wait for (FAUST_STARTED_LINE)."""
         self.role, self.settings, self.log_path, self.args = role, settings, log_path, args
         self.extra_env, self.module = extra_env or {}, module
+        self.ready_line = ready_line or READY_LINES[role]
         self.proc: subprocess.Popen | None = None
         self._log_offset = 0
 
@@ -40,7 +45,7 @@ class RoleProcess:
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout
-        while READY_LINES[self.role] not in self._new_log():
+        while self.ready_line not in self._new_log():
             if self.proc.poll() is not None:
                 raise TokenfuseError(f"{self.role} exited with {self.proc.returncode}:\n{self.tail()}")
             if time.monotonic() > deadline:

@@ -28,6 +28,7 @@ from tokenfuse.worker.engine.settle import Settler
 from tokenfuse.worker.faust_adapter.tables import record_table
 from tokenfuse.worker.faust_adapter.transactions import commit_gate
 from tokenfuse.worker.ingest import Ingest
+from tokenfuse.worker.readiness import Readiness
 from tokenfuse.worker.seen import SeenIds
 from tokenfuse.worker.web import add_pages
 
@@ -99,8 +100,11 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
     scopes_table = record_table(app, "scope-state", partitions, ScopeRecord.from_json)
     settler = Settler(specs, stats, settings.control_key.get_secret_value().encode(), settings.control_key_id)
 
+    def owned_of(topic: str) -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+
     def owned() -> set[int]:
-        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == deltas.get_topic_name()}
+        return owned_of(deltas.get_topic_name())
 
     def idle_ms() -> int:
         """Idle scope records expire after the longest tracked window has passed."""
@@ -136,5 +140,12 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
             async with gate:  # a commit never splits a scope's changelog write from its messages
                 await account_stage.sweep_scope(scope, now)
 
-    add_pages(app, stats, specs, account_stage, partitions, {settings.web_host})
+    readiness = Readiness(settings, feed, owned=owned_of, recovered=lambda: bool(
+        app.tables.recovery.completed.is_set() and owned_of(usage.get_topic_name())))
+
+    @app.timer(0.5)
+    async def become_ready() -> None:
+        await readiness.check()
+
+    add_pages(app, stats, specs, account_stage, partitions, {settings.web_host}, readiness)
     return app

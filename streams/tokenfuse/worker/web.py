@@ -14,6 +14,7 @@ import faust
 from tokenfuse.kafka.partitions import scope_partition
 from tokenfuse.usage.windows import WindowSpec
 from tokenfuse.worker.account import Account
+from tokenfuse.worker.readiness import Readiness
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -30,7 +31,7 @@ def host_allowed(host_header: str | None, extra_hosts: Set[str] = frozenset()) -
 
 
 def add_pages(app: faust.App, stats: Counter[str], specs: Mapping[str, WindowSpec], account: Account,
-              partitions: int, hosts: Set[str]) -> None:
+              partitions: int, hosts: Set[str], readiness: Readiness) -> None:
     def refused(web: Any, request: Any) -> Any:
         if host_allowed(request.headers.get("Host"), hosts):
             return None
@@ -38,7 +39,8 @@ def add_pages(app: faust.App, stats: Counter[str], specs: Mapping[str, WindowSpe
 
     @app.page("/stats")
     async def stats_page(web: Any, request: Any) -> Any:
-        return refused(web, request) or web.json({"counters": dict(stats), "tracked_windows": sorted(specs)})
+        return refused(web, request) or web.json({"counters": dict(stats), "tracked_windows": sorted(specs),
+                                                       **readiness.status()})
 
     @app.page("/totals")
     async def totals_page(web: Any, request: Any) -> Any:
