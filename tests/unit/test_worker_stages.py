@@ -52,3 +52,14 @@ def test_the_worker_web_server_answers_loopback_host_headers_only(header, allowe
     from tokenfuse.worker.web import host_allowed
 
     assert host_allowed(header) is allowed
+
+
+def test_each_role_names_every_setting_it_misses_at_start_up():
+    from tokenfuse.config import Settings
+    from tokenfuse.config.roles import require
+    from tokenfuse.errors import ConfigError
+
+    require(Settings(), "sink")
+    with pytest.raises(ConfigError, match="TOKENFUSE_CONTROL_KEY: required by the worker"):
+        require(Settings(), "worker")
+    assert require(Settings(control_key="k" * 32), "operator").control_key is not None

@@ -19,10 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokenfuse.config import Settings
+    from tokenfuse.config.roles import settings_for
     from tokenfuse.control.manual import publish_manual_state
 
-    record = publish_manual_state(Settings.from_env(), args.scope, args.state, args.reason, args.until)
+    record = publish_manual_state(settings_for("operator"), args.scope, args.state, args.reason, args.until)
     until = (" until " + datetime.fromtimestamp(record["until"] / 1000, timezone.utc).isoformat(timespec="seconds")
              if record["until"] else "")
     print(f"{args.scope}: {record['state']}{until} ({record['reason']})")

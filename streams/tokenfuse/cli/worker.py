@@ -15,11 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import faust  # noqa: F401  (heavy import: only for this command)
 
-    from tokenfuse.config import Settings
+    from tokenfuse.config.roles import settings_for
     from tokenfuse.kafka.topics import create_topics
     from tokenfuse.worker.app import build_app
 
-    settings = Settings.from_env()
+    settings = settings_for("worker")
     create_topics(settings)
     app = build_app(settings)
     logging.getLogger("tokenfuse.kafka").setLevel(logging.CRITICAL)

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from confluent_kafka import KafkaException, Producer
 
 from tokenfuse.config import Settings
+from tokenfuse.config.roles import require
 from tokenfuse.errors import BrokerUnavailable, ConfigError
 from tokenfuse.usage.scopes import validate_scope
 from tokenfuse.control.signing import encode_signed
@@ -43,8 +44,7 @@ def publish_manual_state(settings: Settings, scope: str, state: str, reason: str
     if problem or "*" in scope:
         raise ConfigError(f"cannot {'kill' if state == 'block' else 'release'} {scope!r}: "
                           + (problem or "name one scope, not a '*' pattern"))
-    if settings.control_key is None:
-        raise ConfigError("TOKENFUSE_CONTROL_KEY is required to sign control states")
+    require(settings, "operator")
     now = int(time.time() * 1000)
     record = {"scope": scope, "state": state, "reason": f"manual: {reason}", "until": parse_until(until, now),
               "issued_at": now}

@@ -17,7 +17,7 @@ from collections import Counter
 import faust
 
 from tokenfuse.config import Settings
-from tokenfuse.errors import ConfigError
+from tokenfuse.config.roles import require
 from tokenfuse.usage.pricing import PriceCatalog
 from tokenfuse.usage.windows import WindowSpec, parse_window
 from tokenfuse.worker import faust_adapter
@@ -80,8 +80,7 @@ def faust_app(settings: Settings) -> faust.App:
 
 def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.App:
     """A Faust app for these settings. Topics must exist (tokenfuse.kafka.topics.create_topics)."""
-    if settings.control_key is None:
-        raise ConfigError("invalid settings:", ["TOKENFUSE_CONTROL_KEY: required to sign control states"])
+    require(settings, "worker")
     app = faust_app(settings)
     partitions = settings.partitions
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
