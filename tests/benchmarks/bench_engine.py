@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -113,24 +114,32 @@ def pin(proc: RoleProcess, cpu: int) -> None:
     subprocess.run(["taskset", "-a", "-c", "-p", str(cpu), str(proc.proc.pid)], check=True, capture_output=True)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def drain_rate(procs: list[RoleProcess], ports: list[int], n: int, counted: str,
-               cpus: list[int] | None = None) -> float:
+               cpus: list[int] | None = None) -> tuple[float, float]:
     """Start the workers (pinned to `cpus` if given), time from ready until their counters
     account for all n events: counted (the engine's are settled into the totals, not only
-    ingested), duplicate, late or bad."""
+    ingested), duplicate, late or bad. Returns events/s and the workers' CPU µs per event (on
+    a busy machine the steadier figure to compare two engines with)."""
     with contextlib.ExitStack() as stack:
         for i, proc in enumerate(procs):
             stack.enter_context(proc)
             if cpus:
                 pin(proc, cpus[i])
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), sum(cpu_seconds(p.proc.pid) for p in procs)
         while True:
             done = 0
             for port in ports:
                 c = stats(port)
                 done += sum(c.get(k, 0) for k in (counted, "duplicates", "late_events", "dlq"))
             if done >= n:
-                return n / (time.perf_counter() - t0)
+                cpu = sum(cpu_seconds(p.proc.pid) for p in procs) - cpu0
+                return n / (time.perf_counter() - t0), cpu / n * 1e6
             time.sleep(0.2)
 
 
@@ -144,7 +153,7 @@ class Run:
 
 
 def measure(base: Settings, tag: str, logdir: Path, run: Run, n: int, workers: int = 1,
-            cpus: list[int] | None = None) -> float:
+            cpus: list[int] | None = None) -> tuple[float, float]:
     procs, ports = [], []
     for i in range(workers):
         port = free_port()
@@ -188,21 +197,23 @@ def main() -> None:
         print(f"ceiling  (confluent consume+decode): {ceil:,.0f} events/s", flush=True)
         if args.scale_out:
             engine = runs[-2]
-            one = measure(base, tag, logdir, engine, args.events, 1, [0])
+            one, _ = measure(base, tag, logdir, engine, args.events, 1, [0])
             print(f"engine, 1 worker on core 0: {one:,.0f} events/s", flush=True)
-            two = measure(base, tag, logdir, engine, args.events, 2, [0, 1])
+            two, _ = measure(base, tag, logdir, engine, args.events, 2, [0, 1])
             print(f"engine, 2 workers on cores 0 and 1: {two:,.0f} events/s   2 / 1 = {two / one:.2f}x")
             return
-        rates = {}
+        rates, cpu = {}, {}
         for run in runs:
             if args.only and run.name not in args.only:
                 continue
-            rates[run.name] = measure(base, tag, logdir, run, args.events)
-            print(f"{run.name:13} ({args.guarantee}, {args.shape}): {rates[run.name]:,.0f} events/s", flush=True)
+            rates[run.name], cpu[run.name] = measure(base, tag, logdir, run, args.events)
+            print(f"{run.name:13} ({args.guarantee}, {args.shape}): {rates[run.name]:,.0f} events/s, "
+                  f"{cpu[run.name]:.1f} CPU µs/event", flush=True)
         if "engine" in rates:
             for other in ("engine-before", "baseline", "floor"):
                 if other in rates:
-                    print(f"engine / {other} = {rates['engine'] / rates[other]:.2f}x")
+                    print(f"engine / {other} = {rates['engine'] / rates[other]:.2f}x events/s, "
+                          f"{cpu[other] / cpu['engine']:.2f}x by CPU per event")
             print(f"engine / ceiling = {rates['engine'] / ceil:.2f}")
     finally:
         delete_topics(base)

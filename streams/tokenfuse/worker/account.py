@@ -21,7 +21,7 @@ from tokenfuse.worker.engine.deltas import Delta, decode_message
 from tokenfuse.worker.engine.record import ScopeRecord
 from tokenfuse.worker.engine.settle import Output, Settler
 from tokenfuse.worker.expiry import PeriodicExpiry
-from tokenfuse.worker.faust_adapter.tables import drop_deleted, write
+from tokenfuse.worker.faust_adapter.tables import drop_deleted, write, write_many
 from tokenfuse.worker.faust_adapter.transactions import ack_all, process_as
 from tokenfuse.worker.ingest import by_partition
 
@@ -58,6 +58,7 @@ class Account:
                 for delta in decode_message(event.value):
                     by_scope[delta.scope].append((offset, delta))
             outputs: list[Output] = []
+            changed: dict[str, ScopeRecord] = {}
             for scope, offset_deltas in by_scope.items():
                 record = data.get(scope) or ScopeRecord()
                 # A message already in the record (its write committed, its offset not: a crash
@@ -70,7 +71,8 @@ class Account:
                 if scope == "global":  # every counted event is in it: this stage's progress
                     self.stats["settled_events"] += sum(d.events for d in deltas)
                 outputs += self.settler.settle(scope, record, deltas, index, now)
-                await write(self.table, part, scope, record)
+                changed[scope] = record
+            await write_many(self.table, part, changed)
             await self.publish(outputs)
             idle_before = now - self.idle_ms()
             await self.expiry.run(part, now, lambda k, v: v.newest_ms < idle_before and v.allowed

@@ -59,6 +59,14 @@ class SourcePartitionTransactions(TransactionManager):
         self.with_data.add(tid)
         return await self.producer.send(topic, key, value, destination, timestamp, headers, transactional_id=tid)
 
+    def current_producer(self) -> tuple[Any, asyncio.Lock]:
+        """The aiokafka producer of the current event's transaction, and the lock Faust holds
+        around its sends (tables.write_many sends a whole batch of records through it)."""
+        event = current_event()
+        tid = self._transactional_id(event.message.topic, event.message.partition)
+        self.with_data.add(tid)
+        return self.producer._transaction_producers[tid], self.producer._trn_locks[tid]
+
     def _transactional_id(self, topic: str, partition: int) -> str:
         return f"{self.app.conf.id}-{self.app.assignor.group_for_topic(topic)}-{partition}"
 
