@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator
+
+import orjson
 
 from tokenfuse.kafka.partitions import scope_partition
 
@@ -75,7 +76,7 @@ class DeltaBatch:
 
 def _bounded_json(items: list[list[Any]], max_bytes: int) -> Iterator[bytes]:
     """`items` as JSON arrays of at most max_bytes each (halving until they fit)."""
-    encoded = json.dumps(items, separators=(",", ":")).encode()
+    encoded = orjson.dumps(items)
     if len(encoded) <= max_bytes or len(items) == 1:
         yield encoded
         return
@@ -85,7 +86,7 @@ def _bounded_json(items: list[list[Any]], max_bytes: int) -> Iterator[bytes]:
 
 
 def decode_message(value: bytes) -> list[Delta]:
-    return [Delta(*item) for item in json.loads(value)]
+    return [Delta(*item) for item in orjson.loads(value)]
 
 
 def merge_deltas(deltas: list[Delta], grid_ms: int) -> list[Delta]:

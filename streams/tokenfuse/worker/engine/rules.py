@@ -32,6 +32,7 @@ class BudgetIndex:
 
     def __init__(self, budgets: Iterable[Mapping[str, Any]]):
         self._by_pattern: dict[str, list[ActiveBudget]] = defaultdict(list)
+        self._by_scope: dict[str, list[ActiveBudget]] = {}  # for_scope's answers (an index never changes)
         self.rejected: dict[str, str] = {}
         for budget in budgets:
             problem = validate_scope(budget["scope"])
@@ -45,7 +46,13 @@ class BudgetIndex:
             self._by_pattern[budget["scope"]].append(ActiveBudget(dict(budget), window))
 
     def for_scope(self, scope_key: str) -> list[ActiveBudget]:
-        return [b for pattern in pattern_of(scope_key) for b in self._by_pattern.get(pattern, ())]
+        found = self._by_scope.get(scope_key)
+        if found is None:
+            if len(self._by_scope) > 1_000_000:  # bounded: scopes come and go
+                self._by_scope.clear()
+            found = self._by_scope[scope_key] = [b for pattern in pattern_of(scope_key)
+                                                 for b in self._by_pattern.get(pattern, ())]
+        return found
 
     @property
     def windows(self) -> set[WindowSpec]:

@@ -4,10 +4,10 @@ tombstones."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Mapping
 
 import faust
+import orjson
 from faust.streams import current_event
 
 
@@ -32,16 +32,15 @@ def record_table(app: faust.App, name: str, partitions: int, from_json: Callable
 
 def changelog_record(table: Any, key: str, value: Any) -> tuple[bytes, bytes | None]:
     """A table key's changelog record: JSON, as Faust's json serializer reads it back (encoded
-    here with the C encoder: Faust's own goes through its extensible encoder, several times
-    slower). A deleted key's value is None, a tombstone: Faust's `Topic.send` would serialize
+    here with orjson: Faust's own goes through its extensible encoder, several times slower). A deleted key's value is None, a tombstone: Faust's `Topic.send` would serialize
     it as JSON `null`, which recovery restores as a key holding None and compaction never
     removes."""
-    key_bytes = json.dumps(key).encode()
+    key_bytes = orjson.dumps(key)
     if value is None:
         return key_bytes, None
     if isinstance(table, RecordTable):
         value = value.to_json()
-    return key_bytes, json.dumps(value, separators=(",", ":")).encode()
+    return key_bytes, orjson.dumps(value)
 
 
 async def write(table: faust.Table, partition: int, key: str, value: Any) -> None:
