@@ -19,11 +19,16 @@ from tokenfuse.usage.windows import FIELDS, WindowSpec
 from tokenfuse.worker.budget_feed import BudgetFeed
 from tokenfuse.worker.engine.deltas import Delta, decode_message
 from tokenfuse.worker.engine.record import ScopeRecord
+from tokenfuse.worker.engine.rules import BudgetIndex
 from tokenfuse.worker.engine.settle import Output, Settler
 from tokenfuse.worker.expiry import PeriodicExpiry
 from tokenfuse.worker.faust_adapter.tables import drop_deleted, write, write_many
 from tokenfuse.worker.faust_adapter.transactions import ack_all, process_as
 from tokenfuse.worker.ingest import by_partition
+
+
+def offsets_and_values(events: list[Any]) -> list[tuple[int, bytes]]:
+    return [(event.message.offset, event.value) for event in events]
 
 
 class Account:
@@ -49,35 +54,41 @@ class Account:
         """A batch of deltas messages (a scope in several is written once), each deltas
         partition's share in its transaction; acked inside the caller's commit gate."""
         index = self.feed.current()
-        data = self.table.data
         for part, part_events in by_partition(events).items():
             process_as(part_events[-1])
-            by_scope: dict[str, list[tuple[int, Delta]]] = defaultdict(list)
-            for event in part_events:
-                offset = event.message.offset
-                for delta in decode_message(event.value):
-                    by_scope[delta.scope].append((offset, delta))
-            outputs: list[Output] = []
-            changed: dict[str, ScopeRecord] = {}
-            for scope, offset_deltas in by_scope.items():
-                record = data.get(scope) or ScopeRecord()
-                # A message already in the record (its write committed, its offset not: a crash
-                # between) is not added twice.
-                done = record.offset
-                deltas = [d for offset, d in offset_deltas if offset > done]
-                if not deltas:
-                    continue
-                record.offset = offset_deltas[-1][0]
-                if scope == "global":  # every counted event is in it: this stage's progress
-                    self.stats["settled_events"] += sum(d.events for d in deltas)
-                outputs += self.settler.settle(scope, record, deltas, index, now)
-                changed[scope] = record
+            changed, outputs = self.settle(offsets_and_values(part_events), index, now)
             await write_many(self.table, part, changed)
             await self.publish(outputs)
             idle_before = now - self.idle_ms()
             await self.expiry.run(part, now, lambda k, v: v.newest_ms < idle_before and v.allowed
                                   and scope_partition(k, self.partitions) == part)
         await ack_all(stream, events)
+
+    def settle(self, messages: list[tuple[int, bytes]], index: BudgetIndex,
+               now: int) -> tuple[dict[str, ScopeRecord], list[Output]]:
+        """Settle one deltas partition's messages ((offset, value) pairs) into the scope records
+        in memory: the records changed and the messages to publish. No Faust, no I/O."""
+        by_scope: dict[str, list[tuple[int, Delta]]] = defaultdict(list)
+        for offset, value in messages:
+            for delta in decode_message(value):
+                by_scope[delta.scope].append((offset, delta))
+        data = self.table.data
+        outputs: list[Output] = []
+        changed: dict[str, ScopeRecord] = {}
+        for scope, offset_deltas in by_scope.items():
+            record = data.get(scope) or ScopeRecord()
+            # A message already in the record (its write committed, its offset not: a crash
+            # between) is not added twice.
+            done = record.offset
+            deltas = [d for offset, d in offset_deltas if offset > done]
+            if not deltas:
+                continue
+            record.offset = offset_deltas[-1][0]
+            if scope == "global":  # every counted event is in it: this stage's progress
+                self.stats["settled_events"] += sum(d.events for d in deltas)
+            outputs += self.settler.settle(scope, record, deltas, index, now)
+            changed[scope] = record
+        return changed, outputs
 
     async def publish(self, outputs: list[Output]) -> None:
         for o in outputs:

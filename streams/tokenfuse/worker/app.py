@@ -93,9 +93,9 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
     seen_table = app.Table("seen-event-ids", partitions=partitions)
     seen = SeenIds(seen_table, settings.dedupe_seconds * 1000, settings.grace_seconds * 1000)
     seen_table.on_recover(seen.on_recover)
-    ingest_stage = Ingest(seen=seen, catalog=catalog or PriceCatalog.load(), stats=stats, deltas=deltas,
-                          dlq=app.topic(settings.topic("dlq"), **raw), partitions=partitions,
-                          grace_ms=settings.grace_seconds * 1000)
+    ingest_stage = Ingest(seen=seen, catalog=catalog or PriceCatalog.load(), stats=stats, partitions=partitions,
+                          grace_ms=settings.grace_seconds * 1000, deltas=deltas,
+                          dlq=app.topic(settings.topic("dlq"), **raw))
     scopes_table = record_table(app, "scope-state", partitions, ScopeRecord.from_json)
     settler = Settler(specs, stats, settings.control_key.get_secret_value().encode(), settings.control_key_id)
 

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import faust
 
 from tokenfuse.worker.expiry import PeriodicExpiry
-from tokenfuse.worker.faust_adapter.tables import drop_deleted, write
+from tokenfuse.worker.faust_adapter.tables import drop_deleted
 
 
 class SeenBatch(NamedTuple):
@@ -65,12 +65,11 @@ class SeenIds:
         self.newest[part] = mark
         return event_time < mark - self.grace_ms
 
-    async def commit_batch(self, part: int, offset: int, new_ids: list[str], now: int) -> None:
-        """Write the batch's new ids (in the batch's transaction) and expire old batches."""
-        if not new_ids:
-            return
-        await write(self.table, part, f"{part}:{offset}", list(SeenBatch(now + self.dedupe_ms, new_ids,
-                                                                         self.newest[part])))
+    def batch_record(self, part: int, offset: int, new_ids: list[str], now: int) -> tuple[str, list[Any]]:
+        """The table record remembering a batch's new ids (written in the batch's transaction)."""
+        return f"{part}:{offset}", list(SeenBatch(now + self.dedupe_ms, new_ids, self.newest[part]))
+
+    async def expire(self, part: int, now: int) -> None:
         prefix = f"{part}:"
         await self.expiry.run(part, now, lambda k, v: k.startswith(prefix) and v[0] < now)
 
