@@ -28,7 +28,7 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
-    """Logical name -> spec. Keys: usage, budgets, control, alerts, dlq, deltas."""
+    """Logical name -> spec. Keys: usage, budgets, control, alerts, dlq, notify-dlq, deltas."""
     p = settings.partitions
     compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "60000"}
     specs = [
@@ -43,6 +43,9 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
                   "Alert by scope key"),
         TopicSpec("dlq", p, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},
                   "rejected usage bytes, reason in headers"),
+        # One partition: the notifier's give-ups are few and read by people, in order.
+        TopicSpec("notify-dlq", 1, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},
+                  "notifications the notifier gave up on (JSON, key = channel, reason in headers)"),
         # Internal: per-scope deltas repartitioned by scope key, so every scope's totals live in
         # exactly one partition (and one changelog partition) whichever agents feed it.
         TopicSpec("deltas", p, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},
