@@ -25,12 +25,12 @@ def run(args: argparse.Namespace) -> int:
     history = History(settings)
     applied = migrate(history, settings.history_retention_days, progress=lambda m: print(f"sink: {m}", flush=True))
     sink = Sink(settings, history)
-    server = serve(history, settings, sink.stats)
+    server = serve(history, settings, sink.stats, sink.gauges)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(f"sink: {history.where}, {len(applied)} migration(s) applied; SQL on "
-          f"http://{settings.sink_host}:{settings.sink_port}/sql", flush=True)
+          f"http://{settings.sink_host}:{settings.sink_port}/sql, metrics on /metrics", flush=True)
     try:
         sink.run(stop, on_ready=lambda: print("sink ready", flush=True))
     finally:

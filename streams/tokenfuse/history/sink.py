@@ -50,6 +50,8 @@ class Sink:
                      if settings.control_key else {})
         self.stats = {"usage": 0, "duplicates": 0, "invalid": 0, "alerts": 0, "control": 0, "budgets": 0,
                       "insert_retries": 0, "batches": 0}
+        # /metrics gauges, updated at each commit (observability/metrics.py SINK_HELP says what they are).
+        self.gauges = {"lag_records": 0, "store_delay_seconds": 0.0}
         self.batch: list[Message] = []
         self.generation = 0  # bumped on every partition revocation
         self._faults_left = _injected_failures()
@@ -131,6 +133,23 @@ class Sink:
         except KafkaException as exc:
             # E.g. a rebalance took the partitions: the next owner re-reads and the store dedupes.
             log.warning("offset commit failed (records will be re-read and deduplicated): %s", exc)
+        self._measure_lag(batch)
+
+    def _measure_lag(self, batch: list[Message]) -> None:
+        """Records behind the partitions' ends (from the high watermarks of the last fetches, no
+        broker round trip) and the age of the newest record just stored."""
+        newest = max((msg.timestamp()[1] for msg in batch), default=0)
+        if newest > 0:
+            self.gauges["store_delay_seconds"] = max(0.0, time.time() - newest / 1000)
+        lag = 0
+        for tp in self.consumer.position(self.consumer.assignment()):
+            try:
+                high = self.consumer.get_watermark_offsets(tp, cached=True)[1]
+            except KafkaException:
+                continue
+            if tp.offset >= 0 and high >= 0:
+                lag += max(0, high - tp.offset)
+        self.gauges["lag_records"] = lag
 
     def store(self, batch: list[Message]) -> None:
         pending = {table.name: Pending(table) for table in rows.TABLES}

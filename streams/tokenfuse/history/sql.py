@@ -1,6 +1,7 @@
 """Read-only SQL for users while the sink owns the embedded engine.
 
-The sink serves `POST /sql` on 127.0.0.1 (JSON {"query", "parameters"} → {"columns", "rows"});
+The sink serves `POST /sql` on 127.0.0.1 (JSON {"query", "parameters"} → {"columns", "rows"})
+and its Prometheus metrics on `GET /metrics`;
 `run_sql()` asks it, and opens ClickHouse itself when no sink answers. Either way ClickHouse
 runs the query with readonly=1, so it refuses anything but reads."""
 
@@ -17,6 +18,7 @@ from typing import Any, Callable, Iterator
 from tokenfuse.config import Settings
 from tokenfuse.errors import TokenfuseError
 from tokenfuse.history.client import History, QueryError
+from tokenfuse.observability.metrics import render_sink
 
 
 def _execute(history: History, query: str, parameters: dict[str, Any] | None) -> dict[str, Any]:
@@ -24,15 +26,19 @@ def _execute(history: History, query: str, parameters: dict[str, Any] | None) ->
     return {"columns": result.columns, "rows": [list(r) for r in result.rows]}
 
 
-def serve(history: History, settings: Settings, stats: dict[str, int]) -> ThreadingHTTPServer:
-    """Start the loopback SQL endpoint in a thread; return the server (shutdown() to stop)."""
+def serve(history: History, settings: Settings, stats: dict[str, int],
+          gauges: dict[str, float] | None = None) -> ThreadingHTTPServer:
+    """Start the loopback SQL endpoint in a thread; return the server (shutdown() to stop).
+    `stats` (counters) and `gauges` are the sink's, exposed on /metrics."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path == "/health":
                 self._reply(200, {"ok": True, "stats": stats})
+            elif self.path == "/metrics":
+                self._send(200, *render_sink(stats, gauges or {}))
             else:
-                self._reply(404, {"error": "POST /sql or GET /health"})
+                self._reply(404, {"error": "POST /sql, GET /health or GET /metrics"})
 
         def do_POST(self) -> None:  # noqa: N802
             if self.path != "/sql":
@@ -46,9 +52,11 @@ def serve(history: History, settings: Settings, stats: dict[str, int]) -> Thread
                 self._reply(400, {"error": 'expected JSON {"query": "...", "parameters": {...}}'})
 
         def _reply(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload, default=str).encode()
+            self._send(status, json.dumps(payload, default=str).encode(), "application/json")
+
+        def _send(self, status: int, data: bytes, content_type: str) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -47,12 +47,13 @@ class CountersCollector(Collector):
                 yield CounterMetricFamily(name, text, value=float(number))
 
 
-def render(counters: Numbers, prefix: str, gauges: Iterable[str] = ()) -> tuple[bytes, str]:
+def render(counters: Numbers, prefix: str, gauges: Iterable[str] = (),
+           help_texts: Mapping[str, str] | None = None) -> tuple[bytes, str]:
     """The Prometheus text exposition of `counters` and its content type, for a role's own web
     server (the worker's Faust web page, the dashboard): `body, ctype = render(stats, "tokenfuse_worker")`."""
     registry = CollectorRegistry(auto_describe=False)
     snapshot = dict(counters)
-    registry.register(CountersCollector(lambda: snapshot, prefix, gauges))
+    registry.register(CountersCollector(lambda: snapshot, prefix, gauges, help_texts))
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
@@ -73,8 +74,9 @@ SINK_HELP = {
 }
 
 
-def sink_collector(read: Callable[[], Numbers]) -> CountersCollector:
-    return CountersCollector(read, "tokenfuse_sink", SINK_GAUGES, SINK_HELP)
+def render_sink(stats: Numbers, gauges: Numbers) -> tuple[bytes, str]:
+    """The sink's /metrics (served by its SQL endpoint, history/sql.py)."""
+    return render({**stats, **gauges}, "tokenfuse_sink", SINK_GAUGES, SINK_HELP)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,79 @@
+"""From records to transitions: each told once, levels become blocked/released, and the saved
+state after a commit re-derives the same transitions from records read again."""
+
+from __future__ import annotations
+
+from tokenfuse.notify.transitions import Skipped, Source, Tracker
+
+NOW = 1_800_000_000_000
+DAY = 86_400_000
+
+
+def alert(alert_id="b1|agent:x|0|100", kind="threshold", action="block", **extra):
+    return {"alert_id": alert_id, "kind": kind, "scope": "agent:x", "budget_id": "b1", "action": action,
+            "metric": "cost_micro_usd", "spent": 12_300_000, "limit": 10_000_000, "created_at": NOW - 5,
+            "window_end": NOW + 60_000, **extra}
+
+
+def state(level, issued_at=NOW - 5, **extra):
+    return {"scope": "team:acme/search", "state": level, "budget_id": "b2", "issued_at": issued_at,
+            "until": NOW + 60_000 if level == "block" else None, "reason": "over budget", **extra}
+
+
+def src(offset, topic="control"):
+    return Source(topic, 0, offset)
+
+
+def test_an_alert_fires_once_and_its_replay_is_a_duplicate():
+    tracker = Tracker(DAY)
+    t = tracker.alert(alert(), src(0, "alerts"), NOW)
+    assert (t.event, t.kind, t.severity, t.id) == ("fired", "threshold", "critical", "fired:b1|agent:x|0|100")
+    assert (t.spent, t.limit, t.window_end) == (12_300_000, 10_000_000, NOW + 60_000)
+    assert tracker.alert(alert(), src(1, "alerts"), NOW) == Skipped("duplicate")
+
+
+def test_severity_follows_the_action_and_the_kind():
+    tracker = Tracker(DAY)
+    assert tracker.alert(alert("a", action="alert"), None, NOW).severity == "info"
+    assert tracker.alert(alert("b", action="warn"), None, NOW).severity == "warning"
+    assert tracker.alert(alert("c", kind="forecast", eta=NOW + 3_600_000), None, NOW).severity == "warning"
+    cleared = tracker.alert(alert("d", kind="forecast-cleared"), None, NOW)
+    assert (cleared.event, cleared.kind) == ("cleared", "forecast")
+
+
+def test_control_levels_become_blocked_and_released_transitions():
+    tracker = Tracker(DAY)
+    assert tracker.control(state("warn"), src(0), NOW) == Skipped("no_transition")
+    blocked = tracker.control(state("block"), src(1), NOW)
+    assert (blocked.event, blocked.kind, blocked.until) == ("blocked", "threshold", NOW + 60_000)
+    assert tracker.control(state("block", NOW - 4), src(2), NOW) == Skipped("no_transition")
+    released = tracker.control(state("allow", NOW - 3, budget_id=None), src(3), NOW)
+    assert (released.event, released.kind, released.severity) == ("released", "manual", "critical")
+
+
+def test_stale_records_and_expired_blocks_are_not_told():
+    tracker = Tracker(DAY)
+    assert tracker.alert(alert(created_at=NOW - DAY - 1), None, NOW) == Skipped("stale")
+    assert tracker.control(state("block", until=NOW - 1), src(0), NOW) == Skipped("stale")
+    # The expired block was not remembered, so the release that follows tells nothing either.
+    assert tracker.control(state("allow"), src(1), NOW) == Skipped("no_transition")
+
+
+def test_a_restart_from_the_committed_state_tells_uncommitted_transitions_again():
+    tracker = Tracker(DAY)
+    assert tracker.control(state("block"), src(0), NOW).event == "blocked"
+    assert tracker.alert(alert(), Source("alerts", 1, 7), NOW).event == "fired"
+    assert tracker.control(state("allow", NOW - 1), src(1), NOW).event == "released"
+    tracker.commit({("control", 0): 1}, NOW)  # only the block is committed
+    assert tracker.scopes == {"team:acme/search": "block"} and tracker.seen == {}
+
+    restarted = Tracker(DAY, dict(tracker.scopes), dict(tracker.seen))
+    assert restarted.alert(alert(), Source("alerts", 1, 7), NOW).event == "fired"
+    assert restarted.control(state("allow", NOW - 1), src(1), NOW).event == "released"
+
+
+def test_commit_forgets_alert_ids_once_their_records_would_be_stale():
+    tracker = Tracker(DAY)
+    tracker.alert(alert(), None, NOW)
+    tracker.commit({}, NOW + DAY)
+    assert tracker.seen == {}
