@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import threading
 from pathlib import Path
 
 
@@ -17,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tokenfuse.cli import stop_on_signals
     from tokenfuse.config import Settings
     from tokenfuse.kafka.topics import create_topics
     from tokenfuse.notify.app import Notifier
@@ -31,9 +30,7 @@ def run(args: argparse.Namespace) -> int:
     create_topics(settings)
     notifier = Notifier(settings, config)
     server = serve_metrics(notifier.metrics.registry, settings.web_host, settings.notify_metrics_port)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     print(f"notify: {len(config.channels)} channel(s), {len(config.routes)} route(s); metrics on "
           f"http://{settings.web_host}:{server.server_port}/metrics", flush=True)
     try:

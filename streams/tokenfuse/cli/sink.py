@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,6 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tokenfuse.cli import stop_on_signals
     from tokenfuse.config import Settings
     from tokenfuse.history.client import History
     from tokenfuse.history.migrate import migrate
@@ -26,9 +25,7 @@ def run(args: argparse.Namespace) -> int:
     applied = migrate(history, settings.history_retention_days, progress=lambda m: print(f"sink: {m}", flush=True))
     sink = Sink(settings, history)
     server = serve(history, settings, sink.stats, sink.gauges)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     print(f"sink: {history.where}, {len(applied)} migration(s) applied; SQL on "
           f"http://{settings.sink_host}:{settings.sink_port}/sql, metrics on /metrics", flush=True)
     try:

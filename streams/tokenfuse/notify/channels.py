@@ -55,14 +55,18 @@ def _post(channel: str, url: str, body: bytes, headers: dict[str, str], timeout:
 
 
 @dataclass
-class WebhookSender:
+class _ChannelSender:
     config: ChannelConfig
     dashboard_url: str | None
-    clock: Callable[[], float] = time.time
 
     @property
     def name(self) -> str:
         return self.config.name
+
+
+@dataclass
+class WebhookSender(_ChannelSender):
+    clock: Callable[[], float] = time.time
 
     def send(self, msg: Message) -> None:
         body = webhook_body(msg, self.dashboard_url)
@@ -71,30 +75,14 @@ class WebhookSender:
         _post(self.name, self.config.url, body, headers, self.config.timeout_s)
 
 
-@dataclass
-class SlackSender:
-    config: ChannelConfig
-    dashboard_url: str | None
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
+class SlackSender(_ChannelSender):
     def send(self, msg: Message) -> None:
         assert self.config.url
         _post(self.name, self.config.url, json.dumps(slack_payload(msg, self.dashboard_url)).encode(), {},
               self.config.timeout_s)
 
 
-@dataclass
-class EmailSender:
-    config: ChannelConfig
-    dashboard_url: str | None
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
+class EmailSender(_ChannelSender):
     def send(self, msg: Message) -> None:
         mail = self.config.email
         assert mail is not None
