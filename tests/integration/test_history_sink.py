@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -101,6 +102,13 @@ def test_every_record_once_with_duplicates_and_malformed_input(settings, tmp_pat
         assert value(settings, "SELECT count() FROM usage_events") == 200
         # The CLI goes through the running sink too (the sink holds the engine's lock).
         assert sql_process(settings, "SELECT count() AS n FROM usage_events") == [{"n": 200}]
+        metrics = urllib.request.urlopen(f"http://{settings.sink_host}:{settings.sink_port}/metrics",
+                                         timeout=10).read().decode()
+        assert "tokenfuse_sink_usage_total 200.0" in metrics
+        for line in ("tokenfuse_sink_invalid_total 2.0", "tokenfuse_sink_duplicates_total 31.0",
+                     "tokenfuse_sink_insert_retries_total 0.0", "tokenfuse_sink_lag_records 0.0"):
+            assert line in metrics  # invalid: bytes + negative tokens; duplicates: 30 replays + 1 alert
+        assert "tokenfuse_sink_lag_records 0.0" in metrics
     stats_line = [line for line in sink.tail(200).splitlines() if "malformed" in line]
     assert stats_line, "malformed records are logged"
 

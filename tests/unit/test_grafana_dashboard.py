@@ -82,3 +82,21 @@ def test_every_panel_query_runs_on_the_migrated_schema(history):
         except QueryError as exc:
             failed.append(f"{title}: {str(exc)[:300]}")
     assert not failed, "\n".join(failed)
+
+
+def test_scopes_blocked_now_lists_the_scopes_whose_latest_signed_state_is_an_unexpired_block(history):
+    [sql] = [s for title, s in queries() if title == "Scopes blocked now"]
+    rows = [  # scope, state, until offset (s), signed, kafka_offset
+        ("agent:released", "block", 3600, True, 1), ("agent:released", "allow", None, True, 2),
+        ("agent:blocked", "block", 3600, True, 3), ("agent:expired", "block", -60, True, 4),
+        ("agent:forged", "block", 3600, False, 5), ("agent:manual", "block", None, True, 6),
+    ]
+    for n, (scope, state, until, signed, offset) in enumerate(rows):
+        history.command(
+            "INSERT INTO control_changes (scope, state, reason, issued_at, until, key_id, signed, kafka_partition, "
+            "kafka_offset) VALUES ({scope:String}, {state:String}, 'r', now64(3) - INTERVAL {age:UInt32} SECOND, "
+            "if({has_until:Bool}, now64(3) + INTERVAL {until:Int32} SECOND, NULL), 'default', {signed:Bool}, 0, "
+            "{offset:UInt64})",
+            {"scope": scope, "state": state, "age": 100 - n, "has_until": until is not None, "until": until or 0,
+             "signed": signed, "offset": offset})
+    assert sorted(r[0] for r in history.select(sql).rows) == ["agent:blocked", "agent:manual"]

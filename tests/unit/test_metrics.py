@@ -7,7 +7,7 @@ from collections import Counter
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tokenfuse.observability.metrics import NotifierMetrics, render, render_registry, render_sink
+from tokenfuse.observability.metrics import NotifierMetrics, render, render_registry, render_sink, render_worker
 
 
 def samples(body: bytes) -> dict[str, tuple[str, float]]:
@@ -49,3 +49,11 @@ def test_the_notifier_metrics_live_in_a_registry_of_their_own():
     assert 'tokenfuse_notify_deliveries_total{channel="ops"} 1.0' in body
     assert 'tokenfuse_notify_channel_disabled{channel="ops"} 1.0' in body
     assert two.registry.get_sample_value("tokenfuse_notify_deliveries_total", {"channel": "ops"}) is None
+
+
+def test_the_worker_exposes_its_counters_and_the_lag_between_ingest_and_settle():
+    stats = Counter(events=120, settled_events=100, alerts=2, control_changes=1)
+    got = samples(render_worker(stats)[0])
+    assert got["tokenfuse_worker_events_total"] == ("counter", 120.0)
+    assert got["tokenfuse_worker_control_changes_total"] == ("counter", 1.0)
+    assert got["tokenfuse_worker_settle_lag_events"] == ("gauge", 20.0)

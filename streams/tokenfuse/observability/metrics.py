@@ -61,6 +61,25 @@ def render_registry(registry: CollectorRegistry) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
+WORKER_HELP = {
+    "events": "usage events ingested (valid, not duplicate)",
+    "duplicates": "usage events dropped as a repeated event_id",
+    "late_events": "events later than the grace period: kept in history, not in budgets",
+    "dlq": "records sent to the DLQ (undecodable, invalid)",
+    "alerts": "alerts published", "control_changes": "control states published (kill-switch decisions)",
+    "settled_events": "events folded into the totals (the second stage)",
+    "evicted_window_events": "events in windows dropped from memory after they ended",
+    "settle_lag_events": "events ingested but not yet in the totals (events - settled_events)",
+}
+
+
+def render_worker(stats: Numbers) -> tuple[bytes, str]:
+    """The worker's /metrics from its `stats` Counter, with the ingest-to-settle lag as a gauge."""
+    counters = dict(stats)
+    counters["settle_lag_events"] = max(0, counters.get("events", 0) - counters.get("settled_events", 0))
+    return render(counters, "tokenfuse_worker", ("settle_lag_events",), WORKER_HELP)
+
+
 SINK_GAUGES = ("lag_records", "store_delay_seconds")
 SINK_HELP = {
     "usage": "usage events stored in ClickHouse",
