@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -78,8 +79,6 @@ class Route:
     renotify_ms: int | None = None
 
     def matches(self, t: Transition) -> bool:
-        from fnmatch import fnmatchcase
-
         return (t.event in self.events and (not self.kinds or t.kind in self.kinds)
                 and SEVERITIES.index(t.severity) >= SEVERITIES.index(self.min_severity)
                 and any(fnmatchcase(t.scope, pattern) for pattern in self.scopes))
@@ -105,9 +104,10 @@ class NotifyConfig:
 class _Fields:
     """Typed reads of one mapping's fields, each problem reported with its line and path."""
 
-    def __init__(self, node: yaml.Node, path: str, problems: Problems, allowed: tuple[str, ...]):
+    def __init__(self, node: yaml.Node, path: str, problems: Problems, allowed: tuple[str, ...],
+                 fields: dict[str, tuple[yaml.Node, yaml.Node]] | None = None):
         self.node, self.path, self.problems = node, path, problems
-        self.fields = mapping(node, path, problems) or {}
+        self.fields = fields if fields is not None else mapping(node, path, problems) or {}
         unknown_keys(self.fields, allowed, path, problems)
 
     def bad(self, name: str, message: str) -> None:
@@ -196,6 +196,7 @@ def _notifications(node: yaml.Node, problems: Problems, env: Mapping[str, str]) 
     if dashboard_url and not _is_http_url(dashboard_url):
         f.bad("dashboard_url", f"{dashboard_url!r} is not an http(s) URL")
     channels: dict[str, ChannelConfig] = {}
+    named: dict[str, tuple[yaml.Node, yaml.Node]] = {}
     if "channels" not in f.fields:
         f.bad("channels", "missing: name at least one channel")
     else:
@@ -204,14 +205,12 @@ def _notifications(node: yaml.Node, problems: Problems, env: Mapping[str, str]) 
             channel = _channel(name, channel_node, problems, env)
             if channel is not None:
                 channels[name] = channel
-        known = set(named)
     routes: list[Route] = []
     if "routes" not in f.fields:
         f.bad("routes", "missing: add at least one route (channels: [...])")
     else:
         for i, route_node in sequence(f.fields["routes"][1], "notifications.routes", problems):
-            routes.append(_route(route_node, f"notifications.routes[{i}]", problems, known if "channels" in f.fields
-                                 else set()))
+            routes.append(_route(route_node, f"notifications.routes[{i}]", problems, set(named)))
     delivery = (_delivery(f.fields["delivery"][1], problems) if "delivery" in f.fields else DeliveryPolicy())
     return NotifyConfig(channels=channels, routes=tuple(routes), delivery=delivery, dashboard_url=dashboard_url)
 
@@ -219,15 +218,16 @@ def _notifications(node: yaml.Node, problems: Problems, env: Mapping[str, str]) 
 def _channel(name: str, node: yaml.Node, problems: Problems, env: Mapping[str, str]) -> ChannelConfig | None:
     path = f"notifications.channels.{name}"
     fields = mapping(node, path, problems)
-    kind = value(fields["type"][1]) if fields and "type" in fields else None
     if fields is None:
         return None
+    type_node = fields["type"][1] if "type" in fields else None
+    kind = value(type_node) if type_node is not None else None
     if kind not in CHANNEL_TYPES:
-        problems.add(fields["type"][1] if "type" in fields else node, f"{path}.type",
-                      f"must be one of {', '.join(CHANNEL_TYPES)}, got {describe(fields['type'][1]) if 'type' in fields else 'nothing'}")
+        problems.add(type_node or node, f"{path}.type", f"must be one of {', '.join(CHANNEL_TYPES)}, "
+                     f"got {describe(type_node)}")
         return None
     before = len(problems)
-    f = _Fields(node, path, problems, _CHANNEL_FIELDS[kind])
+    f = _Fields(node, path, problems, _CHANNEL_FIELDS[kind], fields)
     timeout_ms = f.duration_ms("timeout", 5000)
     common: dict[str, Any] = {"name": name, "type": kind, "timeout_s": (timeout_ms or 5000) / 1000,
                               "rate_per_minute": f.integer("rate_per_minute", 60, 1, 100_000),
@@ -257,7 +257,7 @@ def _url(f: _Fields, env: Mapping[str, str]) -> str | None:
 def _email(f: _Fields, env: Mapping[str, str]) -> EmailSettings | None:
     host, sender = f.text("smtp_host"), f.text("from")
     recipients = f.texts("to", ())
-    for name, got in (("smtp_host", host), ("from", sender), ("to", recipients)):
+    for name in ("smtp_host", "from", "to"):
         if name not in f.fields:
             f.bad(name, "missing required field")
     username, password = f.secret("username_env", env), f.secret("password_env", env)

@@ -1,0 +1,1 @@
+"""The notifier: alerts and kill-switch transitions to webhooks, Slack and email (docs/notifications.md)."""
