@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from tokenfuse.config import Settings
 from tokenfuse.control.signing import encode_signed
@@ -133,5 +133,7 @@ def caught_up(settings: Settings) -> bool:
                 if max(tp.offset, 0) != consumer.get_watermark_offsets(tp, timeout=10)[1]:
                     return False
         return True
+    except KafkaException:  # e.g. "not leader" for a moment after the topics were created: ask again
+        return False
     finally:
         consumer.close()
