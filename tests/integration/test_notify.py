@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.helpers import free_port, read_all
+from tests.helpers import UsageProducer, free_port, publish_budget, read_all, usage_event
 from tests.notify_helpers import SECRET, Receiver, alert, caught_up, config_text, produce_alerts, produce_state
 from tokenfuse.config.yamlnodes import compose_text
+from tokenfuse.control.manual import publish_manual_state
 from tokenfuse.dev.process import RoleProcess
 from tokenfuse.kafka.follow import wait_until
 from tokenfuse.notify.app import Notifier
@@ -172,3 +173,24 @@ def test_the_state_file_survives_a_clean_restart_so_a_release_is_still_told(sett
         assert wait_until(lambda: caught_up(settings), 30)
     assert [i.split(":")[0] for i in receiver.ids()] == ["blocked", "released"]
     assert Path(settings.data_dir / "notify" / f"{settings.app_id}-notify.json").exists()
+
+
+def test_the_worker_crossing_a_budget_reaches_the_receiver_as_fired_and_blocked_then_released(
+        settings, receiver, tmp_path):
+    publish_budget(settings, id="per-agent", scope="agent:*", metric="total_tokens", window="1h", limit=5000,
+                   thresholds=[{"percent": 80, "action": "alert"}, {"percent": 100, "action": "block"}])
+    usage = UsageProducer(settings)
+    with RoleProcess("worker", settings, tmp_path / "worker.log"), Running(settings, config_text(receiver.url)):
+        for _ in range(6):
+            usage.send(usage_event("runaway", 1000))
+        usage.flush()
+        assert wait_until(lambda: len(receiver.ids()) >= 3, 60), receiver.ids()
+        publish_manual_state(settings, "agent:runaway", "allow", "raised by hand")
+        assert wait_until(lambda: any(i.startswith("released:") for i in receiver.ids()), 30), receiver.ids()
+        assert wait_until(lambda: caught_up(settings), 30)
+    by_event = {r.body["event"] + str(r.body.get("threshold_percent") or ""): r.body for r in receiver.got}
+    assert sorted(by_event) == ["blocked", "fired100", "fired80", "released"]
+    assert by_event["blocked"]["scope"] == "agent:runaway" and by_event["blocked"]["budget_id"] == "per-agent"
+    assert by_event["fired80"]["severity"] == "info" and by_event["fired100"]["severity"] == "critical"
+    assert by_event["released"]["kind"] == "manual"
+    assert all(r.signature_ok for r in receiver.got)

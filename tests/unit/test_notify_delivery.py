@@ -139,12 +139,20 @@ def test_offsets_commit_up_to_the_first_record_whose_deliveries_are_not_all_done
     offsets.read(b, 0)
     offsets.read(c, 1)
     offsets.done(c)
-    assert offsets.to_commit() == {}
+    assert offsets.to_commit({("alerts", 0): 13}) == {}
     offsets.done(a)
-    assert offsets.to_commit() == {}
+    assert offsets.to_commit({("alerts", 0): 13}) == {}
     offsets.done(a)
-    assert offsets.to_commit() == {("alerts", 0): 13}
-    assert offsets.to_commit() == {}  # only what moved
+    assert offsets.to_commit({("alerts", 0): 13}) == {("alerts", 0): 13}
+    assert offsets.to_commit({("alerts", 0): 13}) == {}  # only what moved
+
+
+def test_an_idle_partition_commits_the_consumer_position_past_transaction_markers():
+    offsets = OffsetTracker()
+    offsets.read(Source("control", 1, 5), 1)
+    assert offsets.to_commit({("control", 1): 7, ("control", 0): 3}) == {("control", 0): 3}
+    offsets.done(Source("control", 1, 5))
+    assert offsets.to_commit({("control", 1): 7, ("control", 0): 3}) == {("control", 1): 7}
 
 
 def test_routes_match_scope_patterns_kinds_events_and_severity_and_a_channel_hears_once():

@@ -162,7 +162,8 @@ class Notifier:
 
     def _commit(self) -> None:
         """Save the state, then commit the offsets whose deliveries are all done."""
-        moved = self.offsets.to_commit()
+        positions = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(self.consumer.assignment())}
+        moved = self.offsets.to_commit(positions)
         if not moved and not self._dirty:
             return
         now = _now_ms()

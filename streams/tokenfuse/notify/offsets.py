@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from tokenfuse.notify.transitions import Source
 
@@ -40,12 +41,17 @@ class OffsetTracker:
         if not record.remaining:
             del self._by_offset[source]
 
-    def to_commit(self) -> dict[TopicPartition, int]:
-        """Next offsets to commit per partition, only those that moved since the last call."""
+    def to_commit(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Next offsets to commit per partition, only those that moved since the last call.
+        `positions` are the consumer's: a partition with nothing outstanding commits its position,
+        which is past transaction markers (so an idle notifier shows no lag on transactional topics)."""
         moved = {}
-        for tp, records in self._order.items():
+        for tp in set(self._order) | set(positions):
+            records = self._order.get(tp)
             while records and records[0].remaining == 0:
                 self._next[tp] = records.popleft().offset + 1
+            if not records and positions.get(tp, -1) > self._next.get(tp, -1):
+                self._next[tp] = positions[tp]
             if self._next.get(tp, -1) > self._committed.get(tp, -1):
                 moved[tp] = self._committed[tp] = self._next[tp]
         return moved
