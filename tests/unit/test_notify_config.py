@@ -97,3 +97,14 @@ def test_the_cli_prints_file_line_errors_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     assert f"{bad}:2: notifications.channels.x.burst: must be an integer from 1 to 100000, got 0" in result.stderr
     assert f"{bad}:3: notifications.routes[0].renotify: '0s' is not a duration" in result.stderr
+
+
+def test_the_notifier_refuses_to_start_without_the_key_that_verifies_control_states():
+    from tokenfuse.config import Settings
+    from tokenfuse.notify.app import Notifier
+
+    config = load_notifications(REPO / "deploy/notifications.example.yaml", ENV)
+    with pytest.raises(ConfigError) as err:
+        Notifier(Settings(), config)
+    assert err.value.problems == ["TOKENFUSE_CONTROL_KEY: required by the notifier (verifies the control states it "
+                                  "tells people about)"]

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokenfuse.cli import stop_on_signals
-    from tokenfuse.config import Settings
+    from tokenfuse.config.roles import settings_for
     from tokenfuse.kafka.topics import create_topics
     from tokenfuse.notify.app import Notifier
     from tokenfuse.notify.config import load_notifications
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{args.config}: OK: {len(config.channels)} channel(s), {len(config.routes)} route(s)")
         return 0
-    settings = Settings.from_env()
+    settings = settings_for("notifier")
     create_topics(settings)
     notifier = Notifier(settings, config)
     server = serve_metrics(notifier.metrics.registry, settings.web_host, settings.notify_metrics_port)

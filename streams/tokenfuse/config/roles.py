@@ -11,6 +11,7 @@ REQUIRED: dict[str, dict[str, str]] = {
     "worker": {"control_key": "signs the control states it publishes"},
     "operator": {"control_key": "signs manual kill and release states"},
     "sink": {},
+    "notifier": {"control_key": "verifies the control states it tells people about"},
 }
 
 

@@ -23,8 +23,9 @@ from typing import Callable, Mapping
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message as KafkaMessage, Producer, TopicPartition
 
 from tokenfuse.config import Settings
+from tokenfuse.config.roles import require
 from tokenfuse.control.signing import decode_verified
-from tokenfuse.errors import BrokerUnavailable, ConfigError, DecodeError, SignatureError
+from tokenfuse.errors import BrokerUnavailable, DecodeError, SignatureError
 from tokenfuse.kafka.codec import codec
 from tokenfuse.notify.channels import Sender, sender_for
 from tokenfuse.notify.config import NotifyConfig
@@ -43,9 +44,8 @@ POLL_S = 0.2
 
 class Notifier:
     def __init__(self, settings: Settings, config: NotifyConfig, senders: Mapping[str, Sender] | None = None):
-        if settings.control_key is None:
-            raise ConfigError("TOKENFUSE_CONTROL_KEY is required to verify control states")
-        self.settings, self.config = settings, config
+        self.settings, self.config = require(settings, "notifier"), config
+        assert settings.control_key is not None  # require() checked it
         self.keys = {settings.control_key_id: settings.control_key.get_secret_value().encode()}
         self.topics = {settings.topic("alerts"): "alerts", settings.topic("control"): "control"}
         self.group = f"{settings.app_id}-notify"
