@@ -4,6 +4,7 @@ alerts fire once, bad input goes to the DLQ and the worker goes on."""
 from __future__ import annotations
 
 import time
+import urllib.request
 
 from tests.engine_stream import get_json
 from tests.helpers import UsageProducer, free_port, publish_budget, read_all, usage_event
@@ -116,3 +117,7 @@ def test_a_worker_started_on_a_backlog_is_ready_only_once_it_enforces_it(setting
         assert control.snapshot().get("agent:runaway", {}).get("state") == "block"
         _, status = get_json(port, "/stats")
         assert status["ready"] is True and status["counters"]["settled_events"] == 3_060
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert "tokenfuse_worker_settled_events_total 3060.0" in metrics
+        assert "tokenfuse_worker_settle_lag_events 0.0" in metrics

@@ -1,5 +1,5 @@
-"""The worker's web pages: GET /stats (counters) and GET /totals?scope=... (a scope's current
-windows, from the worker that owns it). Both answer only requests whose Host header names a
+"""The worker's web pages: GET /stats (counters), GET /metrics (the same for Prometheus) and
+GET /totals?scope=... (a scope's current windows, from the worker that owns it). Both answer only requests whose Host header names a
 loopback address (or the configured host), so a web page in a browser on this machine cannot
 read them through DNS rebinding."""
 
@@ -12,6 +12,7 @@ from typing import AbstractSet as Set, Any, Mapping
 import faust
 
 from tokenfuse.kafka.partitions import scope_partition
+from tokenfuse.observability.metrics import render_worker
 from tokenfuse.usage.windows import WindowSpec
 from tokenfuse.worker.account import Account
 from tokenfuse.worker.readiness import Readiness
@@ -41,6 +42,14 @@ def add_pages(app: faust.App, stats: Counter[str], specs: Mapping[str, WindowSpe
     async def stats_page(web: Any, request: Any) -> Any:
         return refused(web, request) or web.json({"counters": dict(stats), "tracked_windows": sorted(specs),
                                                        **readiness.status()})
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        denied = refused(web, request)
+        if denied is not None:
+            return denied
+        body, content_type = render_worker(stats)
+        return web.bytes(body, headers={"Content-Type": content_type})  # aiohttp: no charset in content_type=
 
     @app.page("/totals")
     async def totals_page(web: Any, request: Any) -> Any:
