@@ -2,9 +2,13 @@
 
     fuse = Fuse.from_env()                       # TOKENFUSE_AGENT=bot-7 TOKENFUSE_CONTROL_KEY=...
     with fuse.run("run-42"):                     # or: async with fuse.run("run-42")
-        fuse.check(model="gpt-4o")               # raises BudgetExceeded when a scope is blocked
+        fuse.check(model="gpt-4o", max_tokens=1024)  # raises BudgetExceeded when a scope is blocked
         ... call the model ...
         fuse.record("gpt-4o", input_tokens=812, output_tokens=95)
+
+Two sources decide a check: the kill switch (states the worker publishes, for every scope) and
+the local ledger (this runtime's own count, for run budgets and the `local_scopes` kinds, decided
+at the call). The most severe wins.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from typing import Any, Callable, Mapping
 
 from tokenfuse.config import Settings
 from tokenfuse.errors import ConfigError
+from tokenfuse.sdk.budget_feed import BudgetFeed
 from tokenfuse.sdk.killswitch import KillSwitch
+from tokenfuse.sdk.ledger import Bound, LocalLedger
 from tokenfuse.sdk.options import FuseOptions
-from tokenfuse.sdk.reporter import Reporter
+from tokenfuse.sdk.reporter import FlushResult, Reporter
 
 # The run of the current thread or asyncio task, set by `with fuse.run(...)`.
 _current_run: contextvars.ContextVar[str | None] = contextvars.ContextVar("tokenfuse_run", default=None)
@@ -40,7 +46,9 @@ class Fuse:
         self.kill_switch = KillSwitch(
             settings, options, {settings.control_key_id: settings.control_key.get_secret_value().encode()},
             on_block=on_block, on_release=on_release)
-        self._closed = False
+        self.ledger = LocalLedger(options.local_kinds, options.local_max_scopes)
+        self.budgets = BudgetFeed(settings, self.ledger) if options.local_budgets else None
+        self._closed: FlushResult | None = None
         atexit.register(self.close)
 
     @classmethod
@@ -57,29 +65,49 @@ class Fuse:
         event_id and is encoded and sent on a background thread. Event time is now."""
         if (input_tokens | output_tokens | cached_tokens) < 0:
             raise ValueError("token counts must not be negative")
-        self._reporter.submit({
+        event = {
             "event_time": time.time_ns() // 1_000_000,
             "org": self._org, "team": self._team, "agent": self._agent,
             "run": run or _current_run.get(), "user": user or self._user,
             "model": model, "provider": provider or self._provider,
             "input_tokens": input_tokens, "output_tokens": output_tokens, "cached_tokens": cached_tokens,
             "cost_micro_usd": cost_micro_usd, "tags": {**self._tags, **tags} if tags else self._tags,
-        })
+        }
+        if self.ledger.watched:  # a budget is enforced locally: count this call now, for the next check
+            self.ledger.count(event, event["event_time"])
+        self._reporter.submit(event)
 
     # -- the kill switch ---------------------------------------------------------------------------
 
     def check(self, model: str | None = None, user: str | None = None,
-              tags: Mapping[str, str] | None = None, run: str | None = None) -> int:
+              tags: Mapping[str, str] | None = None, run: str | None = None,
+              max_tokens: int | None = None, input_tokens: int | None = None) -> int:
         """Raise BudgetExceeded if this call's scopes (global, org, team, agent, run, user, model,
-        tags) are blocked; else return the throttle delay in ms to honour before the call."""
-        return self.kill_switch.check(run or _current_run.get(), user or self._user, model,
-                                      {**self._tags, **tags} if tags else self._tags)
+        tags) are blocked, by the worker or by the local count; else return the throttle delay in
+        ms to honour before the call. `max_tokens` (the request's output limit) and `input_tokens`
+        (an estimate of the prompt) bound what the call may spend: a call that would take a
+        locally enforced scope past its block threshold is refused before it is made."""
+        run, user = run or _current_run.get(), user or self._user
+        tags = {**self._tags, **tags} if tags else self._tags
+        delay = self.kill_switch.check(run, user, model, tags)
+        if self.ledger.watched:
+            call = {"org": self._org, "team": self._team, "agent": self._agent, "run": run, "user": user,
+                    "model": model, "tags": tags, "provider": self._provider}
+            bound = Bound(model, input_tokens, max_tokens) if max_tokens or input_tokens else None
+            delay = max(delay, self.ledger.check(call, time.time_ns() // 1_000_000, bound))
+        return delay
 
     def run(self, run_id: str | None = None) -> "Run":
         """A run context: records and checks inside it carry this run id (a new uuid if None)."""
         return Run(self, run_id or str(uuid.uuid4()))
 
     # -- lifecycle ---------------------------------------------------------------------------------
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the control topic and the budgets (if followed) present at start are read."""
+        deadline = time.monotonic() + timeout
+        ready = self.kill_switch.wait_ready(timeout)
+        return ready and (self.budgets is None or self.budgets.wait_ready(max(0.0, deadline - time.monotonic())))
 
     @property
     def stats(self) -> dict[str, int]:
@@ -89,19 +117,23 @@ class Fuse:
         return {**self._reporter.stats, "dropped": spool.dropped,
                 "rejected_control": self.kill_switch.rejected}
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything recorded so far is acknowledged by the broker or spooled."""
+    def flush(self, timeout: float = 10.0) -> FlushResult:
+        """Wait up to `timeout` s until everything recorded so far, and whatever the spool holds,
+        is acknowledged by the broker. Returns what is still undelivered (true if nothing)."""
         return self._reporter.flush(timeout)
 
-    def close(self) -> None:
-        """Send what is pending (spooling what the broker does not take within close_timeout_s)
-        and stop the background threads. Called at interpreter exit too."""
-        if self._closed:
-            return
-        self._closed = True
+    def close(self) -> FlushResult:
+        """Deliver what is pending within close_timeout_s, spool the rest, stop the background
+        threads, log one line saying what is left undelivered, and return it. Called at
+        interpreter exit too."""
+        if self._closed is not None:
+            return self._closed
         atexit.unregister(self.close)
-        self._reporter.close()
+        self._closed = self._reporter.close()
         self.kill_switch.close()
+        if self.budgets is not None:
+            self.budgets.close()
+        return self._closed
 
     def __enter__(self) -> "Fuse":
         return self

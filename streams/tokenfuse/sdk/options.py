@@ -9,9 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tokenfuse.config import Settings
+
+# Scope kinds a runtime may declare itself the sole reporter of (see local_scopes); a run always is.
+LOCAL_KINDS = ("global", "org", "team", "agent", "user", "model", "tag")
 
 
 class FuseOptions(BaseModel):
@@ -37,11 +40,37 @@ class FuseOptions(BaseModel):
     close_timeout_s: float = Field(5.0, ge=0, description="How long close()/exit waits for the broker "
                                    "before spooling what is left.")
 
+    local_budgets: bool = Field(
+        True, description="Follow the budgets topic and enforce run budgets and the local_scopes "
+        "budgets in this process, from its own recorded spend (no pipeline latency).")
+    local_scopes: str = Field(
+        "", description="Comma-separated scope kinds this runtime alone reports to, enforced locally "
+        f"like runs: any of {', '.join(LOCAL_KINDS)} (e.g. 'agent' when one process is the agent).")
+    local_max_scopes: int = Field(100_000, ge=100, description="Scope windows counted locally at most; "
+                                  "past it the ones idle the longest are forgotten.")
+
     fail_policy: Literal["open", "closed"] = Field(
         "open", description="When the control topic is unreadable for fail_after_s: open = allow and "
         "warn, closed = block every call.")
     fail_after_s: float = Field(30.0, gt=0, description="Seconds without reading the control topic "
                                 "before the fail policy applies.")
+
+    @field_validator("local_scopes")
+    @classmethod
+    def _known_kinds(cls, value: str) -> str:
+        unknown = [k for k in cls.kinds(value) if k not in LOCAL_KINDS and k != "run"]
+        if unknown:
+            raise ValueError(f"unknown scope kind {', '.join(map(repr, unknown))}; use {', '.join(LOCAL_KINDS)}")
+        return value
+
+    @staticmethod
+    def kinds(value: str) -> list[str]:
+        return [k.strip() for k in value.split(",") if k.strip()]
+
+    @property
+    def local_kinds(self) -> frozenset[str]:
+        """The scope kinds enforced locally: run, and those named in local_scopes."""
+        return frozenset(self.kinds(self.local_scopes)) | {"run"}
 
     @classmethod
     def from_env(cls, **overrides: object) -> "FuseOptions":

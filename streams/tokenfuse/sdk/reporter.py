@@ -3,10 +3,16 @@
 record() only appends a dict to an in-memory deque (well under a microsecond). A background
 thread gives each event its event_id, Avro-encodes it (~10 µs, the bulk of the cost, which is why
 it is not done on the caller's thread) and hands it to librdkafka (idempotent, acks=all, lz4,
-5 ms linger). Whatever the broker does not take goes to the disk spool: events produced while the
-broker is known to be down, librdkafka's queue being full, delivery failures reported by the
-delivery callback, and at close whatever is still unacknowledged (purged, then spooled). Spooled
-records are replayed with their original bytes, so event_ids stay the same.
+5 ms linger).
+
+Backpressure, with memory bounded by queue_max_events + kafka_queue_max_messages: when
+librdkafka's queue is full the sender waits for acknowledgements (the event it holds is retried
+first); when the deque is full too, record() encodes the event and appends it to the disk spool
+itself (~15 µs instead of ~1 µs: a caller outrunning the broker is slowed down to disk speed).
+The spool also takes events produced while the broker is known to be down, delivery failures, and
+at close whatever is still unacknowledged. While the broker is up the sender replays the spool in
+the background, a batch per turn before new events, with the original bytes (same event_id).
+`flush()` / `close()` report what is still undelivered (FlushResult).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -37,6 +44,24 @@ _REPLAY_BATCH = 1000
 # work, so an agent thread returning from I/O gets the GIL back within a fraction of a millisecond.
 _YIELD_EVERY = 32
 _YIELD_S = 0.0001
+_DRAIN_BATCH = 5000
+_PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    """What is not delivered yet. True when everything recorded (and spooled) is delivered."""
+
+    in_memory: int  # waiting for the sender, or handed to librdkafka and not acknowledged yet
+    on_disk: int  # in the spool directory: a runtime using the same directory delivers them
+    dropped: int  # since start: the spool was full, these are lost (and logged)
+
+    @property
+    def undelivered(self) -> int:
+        return self.in_memory + self.on_disk
+
+    def __bool__(self) -> bool:
+        return self.undelivered == 0
 
 
 class Reporter:
@@ -57,6 +82,9 @@ class Reporter:
         })
         self.spool = Spool(spool_dir, options.spool_max_bytes)
         self._pending: deque[dict[str, Any]] = deque()
+        self._held: tuple[bytes, bytes, int] | None = None  # librdkafka's queue was full: sent first
+        self._in_flight = 0  # new events handed to librdkafka, not yet reported (sender thread only)
+        self._spool_dir = spool_dir
         self._wake = threading.Event()
         self._closing = False
         self._broker_down = False
@@ -84,31 +112,58 @@ class Reporter:
         # looks at the deque every few milliseconds instead.
         pending.append(event)
 
-    def flush(self, timeout: float) -> bool:
-        """Wait until every submitted event is acknowledged by the broker or spooled. Delivery
-        reports are served by the sender thread only, so this just watches for it to finish."""
+    def undelivered(self) -> FlushResult:
+        in_memory = len(self._pending) + (self._held is not None) + self._in_flight
+        return FlushResult(in_memory, self.spool.records(), self.spool.dropped)
+
+    def flush(self, timeout: float) -> FlushResult:
+        """Wait up to `timeout` until every submitted event, and every spooled one, is acknowledged
+        by the broker; return what is still undelivered. Delivery reports are served by the sender
+        thread only, so this just watches it work."""
         deadline = time.monotonic() + timeout
-        while self._pending or len(self._producer):
-            if time.monotonic() >= deadline:
-                return False
+        while True:
+            result = self.undelivered()
+            if not result.undelivered or time.monotonic() >= deadline:
+                return result
             self._wake.set()
             time.sleep(0.005)
-        return True
 
-    def close(self) -> None:
-        """Send or spool everything: after this returns nothing is only in memory."""
+    def close(self) -> FlushResult:
+        """Deliver what can be within close_timeout_s, spool the rest, stop the sender, and say in
+        one log line what is left: after this returns nothing is only in memory."""
         if self._closing:
-            return
+            return self.undelivered()
+        deadline = time.monotonic() + self._close_timeout
+        self.flush(self._close_timeout)
         self._closing = True
         self._wake.set()
         self._thread.join()
-        if self._producer.flush(self._close_timeout) > 0:
+        if self._producer.flush(max(0.0, deadline - time.monotonic())) > 0:
             # Still unacknowledged: purge makes librdkafka report each one, and the callback spools it.
             self._producer.purge()
             self._producer.flush(1.0)
+        self._spool_in_memory()
         if self._replaying is not None:
             self._abandon_replay()
         self.spool.close()
+        result = self.undelivered()
+        if result.undelivered or result.dropped:
+            log.warning("tokenfuse: closing with %d usage events undelivered, kept in the spool %s (a runtime "
+                        "using that directory delivers them); %d dropped since start (spool full)",
+                        result.on_disk, self._spool_dir, result.dropped)
+        else:
+            log.info("tokenfuse: closed; every recorded usage event was delivered (%d this run)",
+                     self.stats["delivered"] + self.stats["replayed"])
+        return result
+
+    def _spool_in_memory(self) -> None:
+        if self._held is not None:
+            self._spool(*self._held)
+            self._held = None
+        while self._pending:
+            record = self._encode(self._pending.popleft())
+            if record[1]:
+                self._spool(*record)
 
     # -- the sender thread -------------------------------------------------------------------------
 
@@ -121,22 +176,24 @@ class Reporter:
             self._wake.clear()
             if self._pending:
                 self._last_busy = time.monotonic()
+            try:
+                if self._broker_down:
+                    self._probe()
+                elif not self._closing and (self._replaying is not None or self.spool.pending()):
+                    self._replay_some()  # older events first, a batch per turn
+            except OSError as exc:  # the spool's disk: keep sending what can be sent
+                log.error("tokenfuse: spool replay failed: %s", exc)
             self._drain()
             self._producer.poll(0)
             if self._closing:
                 return
-            try:
-                if self._broker_down:
-                    self._probe()
-                elif self._replaying is not None or self.spool.pending():
-                    self._replay_some()
-            except OSError as exc:  # the spool's disk: keep sending what can be sent
-                log.error("tokenfuse: spool replay failed: %s", exc)
 
     def _drain(self) -> None:
+        """Hand new events to librdkafka; stop at a full queue (backpressure), holding that event."""
         pending, produced = self._pending, 0
-        while pending:
-            key, value, ts = self._encode(pending.popleft())
+        while (self._held is not None or pending) and produced < _DRAIN_BATCH:
+            record, self._held = self._held or self._encode(pending.popleft()), None
+            key, value, ts = record
             if not value:
                 continue
             if self._broker_down:
@@ -144,12 +201,19 @@ class Reporter:
                 continue
             try:
                 self._producer.produce(self._topic, value, key, on_delivery=self._on_delivery, timestamp=ts)
-            except (BufferError, KafkaException):  # queue full, or the producer failed for good
+            except BufferError:
+                self._held = record
+                return
+            except KafkaException:  # the producer failed for good
                 self._spool(key, value, ts)
+                continue
+            self._in_flight += 1
             produced += 1
             if produced % _YIELD_EVERY == 0:
                 self._producer.poll(0)
                 time.sleep(_YIELD_S)
+        if pending:
+            self._wake.set()  # more to send: come back without waiting
 
     def _encode(self, event: dict[str, Any]) -> tuple[bytes, bytes, int]:
         event["event_id"] = str(uuid.uuid4())
@@ -165,6 +229,10 @@ class Reporter:
             self._count("spooled")
 
     def _on_delivery(self, err, msg) -> None:
+        self._in_flight -= 1
+        self._settle(err, msg)
+
+    def _settle(self, err, msg) -> None:
         # poll() serves every queued report in one call (thousands when a timeout hits a backlog).
         self._reports += 1
         if self._reports % _YIELD_EVERY == 0:
@@ -174,7 +242,8 @@ class Reporter:
             self._broker_down = False
             return
         self._count("failed")
-        self._mark_down(err)
+        if err.code() not in _PURGED:  # purged at close: not a sign the broker is down
+            self._mark_down(err)
         self._spool(msg.key(), msg.value(), msg.timestamp()[1])
 
     def _on_error(self, err: KafkaError) -> None:
@@ -239,7 +308,7 @@ class Reporter:
     def _on_replay_delivery(self, segment: Segment, err, msg) -> None:
         if err is None:
             self._count("replayed")
-        self._on_delivery(err, msg)  # a failure goes back into the spool
+        self._settle(err, msg)  # a failure goes back into the spool
         segment.outstanding -= 1
         if segment.outstanding == 0 and segment is not self._replaying:
             self.spool.release(segment)

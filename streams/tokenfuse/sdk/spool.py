@@ -9,6 +9,8 @@ deleted only once every record in them has been delivered or spooled again.
 
 Events keep their bytes, so a replay carries the same event_id and the pipeline counts it once.
 The bound is on bytes in the directory; a record that would pass it is dropped, counted and logged.
+`records()` is how many events wait on disk: those of the segments found at start (except one a
+live process is still writing), of segments claimed since, and of our own appends.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class Spool:
         self._writer: BinaryIO | None = None
         self._writer_path: Path | None = None
         self._bytes = self._directory_bytes()
+        self._records: dict[Path, int] = {}  # segment -> records in it
+        self._count_existing()
         self._last_drop_log = 0.0
 
     # -- writing ---------------------------------------------------------------------------------
@@ -71,6 +75,7 @@ class Spool:
                 self._count_drop()
                 return False
             self._bytes += len(frame)
+            self._records[self._writer_path] = self._records.get(self._writer_path, 0) + 1
             self.written += 1
             if writer.tell() >= _SEGMENT_BYTES:
                 self._close_writer()
@@ -110,6 +115,11 @@ class Spool:
         with self._lock:
             return self._bytes > 0
 
+    def records(self) -> int:
+        """Events waiting on disk (see the module docstring for which ones this process knows of)."""
+        with self._lock:
+            return sum(self._records.values())
+
     def claim(self) -> Segment | None:
         """The oldest segment no other process holds, with its records read; None if there is none.
         Closes our own write segment first so that its records can go too."""
@@ -135,7 +145,8 @@ class Spool:
         if os.fstat(handle.fileno()).st_nlink == 0:  # replayed and deleted by another process
             handle.close()
             return None
-        records = list(_read_frames(handle, path))
+        records = list(_read_frames(handle.read(), path))
+        self._records[path] = len(records)
         return Segment(path, handle, outstanding=len(records), records=records)
 
     def release(self, segment: Segment) -> None:
@@ -145,10 +156,26 @@ class Spool:
             segment.path.unlink(missing_ok=True)
             segment.handle.close()
             self._bytes = max(0, self._bytes - size)
+            self._records.pop(segment.path, None)
 
     def close(self) -> None:
         with self._lock:
             self._close_writer()
+
+    def _count_existing(self) -> None:
+        """Count the records of the segments already in the directory, except any a live process
+        holds (it may still be writing)."""
+        for path in self.directory.glob("seg-*.spool"):
+            try:
+                handle = open(path, "rb")
+            except FileNotFoundError:
+                continue
+            with handle:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                self._records[path] = sum(1 for _ in _frame_spans(handle.read(), path, quiet=True))
 
     def _directory_bytes(self) -> int:
         total = 0
@@ -160,18 +187,23 @@ class Spool:
         return total
 
 
-def _read_frames(handle: BinaryIO, path: Path) -> Iterator[tuple[bytes, bytes, int]]:
-    data = handle.read()
-    pos = count = 0
+def _frame_spans(data: bytes, path: Path, quiet: bool = False) -> Iterator[tuple[int, int]]:
+    """[start, end) of the body of each intact frame; stops at a torn one (logged unless quiet)."""
+    pos = 0
     while pos < len(data):
         length, crc = struct.unpack_from("<II", data, pos) if pos + 8 <= len(data) else (0, 0)
         rest = data[pos + 8:pos + 8 + length]
         if length < 10 or len(rest) != length or zlib.crc32(rest) != crc:
-            log.warning("spool segment %s: torn record at byte %d, %d bytes skipped", path, pos, len(data) - pos)
+            if not quiet:
+                log.warning("spool segment %s: torn record at byte %d, %d bytes skipped", path, pos, len(data) - pos)
             return
-        timestamp, key_len = struct.unpack_from("<qH", rest)
-        yield rest[10:10 + key_len], rest[10 + key_len:], timestamp
+        yield pos + 8, pos + 8 + length
         pos += 8 + length
-        count += 1
+
+
+def _read_frames(data: bytes, path: Path) -> Iterator[tuple[bytes, bytes, int]]:
+    for count, (start, end) in enumerate(_frame_spans(data, path), 1):
+        timestamp, key_len = struct.unpack_from("<qH", data, start)
+        yield data[start + 10:start + 10 + key_len], data[start + 10 + key_len:end], timestamp
         if count % 32 == 0:
             time.sleep(0.0001)  # let agent threads have the GIL (see reporter._YIELD_EVERY)

@@ -1,0 +1,81 @@
+"""Feeds the local ledger with the budgets topic (read-only): a background thread follows
+`<prefix>.budgets` from its beginning and hands every change to `LocalLedger.set_budgets`.
+
+The broker may be unreachable when the runtime starts: the thread keeps trying, and until the
+topic has been read no budget is enforced locally (the kill switch still is). Once read, the
+budgets stay in memory, so local enforcement goes on through a broker outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from confluent_kafka import KafkaException, Producer
+
+from tokenfuse.config import Settings
+from tokenfuse.kafka.codec import codec
+from tokenfuse.kafka.follow import CompactedTopicFollower
+from tokenfuse.sdk.ledger import LocalLedger
+
+log = logging.getLogger(__name__)
+
+_RETRY_S = 1.0
+_POLL_S = 0.05
+
+
+class BudgetFeed:
+    def __init__(self, settings: Settings, ledger: LocalLedger):
+        self._settings, self._ledger = settings, ledger
+        self._topic = settings.topic("budgets")
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tokenfuse-budgets", daemon=True)
+        self._thread.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until every budget present in the topic when this started is applied locally."""
+        return self._ready.wait(timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        follower = self._connect()
+        if follower is None:
+            return
+        seen = -1
+        try:
+            while not self._stop.is_set():
+                caught_up = follower.wait_caught_up(0)
+                if follower.version != seen and (caught_up or self._ready.is_set()):
+                    seen = follower.version  # read before the snapshot: a change after it is seen next time
+                    self._ledger.set_budgets(follower.snapshot().values())
+                if caught_up:
+                    self._ready.set()
+                self._stop.wait(_POLL_S)
+        finally:
+            follower.close()
+
+    def _connect(self) -> CompactedTopicFollower | None:
+        while not self._stop.is_set():
+            # The follower waits up to 10 s for metadata; a short probe first keeps close() prompt
+            # while the broker is away.
+            if self._topic_exists():
+                try:
+                    return CompactedTopicFollower(self._settings, self._topic, codec("Budget").decode)
+                except KafkaException as exc:
+                    log.debug("budgets topic %s not readable yet: %s", self._topic, exc)
+            self._stop.wait(_RETRY_S)
+        return None
+
+    def _topic_exists(self) -> bool:
+        probe = Producer(self._settings.kafka_config)
+        try:
+            meta = probe.list_topics(self._topic, timeout=_RETRY_S).topics[self._topic]
+            return meta.error is None
+        except KafkaException:
+            return False
+        finally:
+            probe.flush(0)

@@ -1,0 +1,283 @@
+"""Local enforcement: this runtime's own spend, counted per scope and window at record(), held
+against the budgets of the scopes it alone reports (a run; kinds named in `local_scopes`).
+
+Pure Python, no Kafka: `set_budgets()` is fed by the budgets follower (sdk/budget_feed.py), and
+`count()` / `check()` are called on the agent's thread. A check therefore sees every call recorded
+before it, with no pipeline in between: a run that crosses its limit is refused at its next call.
+
+Counts start when a budget first watches a scope (this runtime cannot know what it spent before)
+and survive budget changes (a re-created budget keeps the count). Windows follow the worker's
+rules (usage/windows.py); a rolling window sums buckets of max(1 s, size/12), as the worker does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from tokenfuse.errors import BudgetExceeded
+from tokenfuse.usage.pricing import PriceCatalog
+from tokenfuse.usage.windows import WindowSpec
+from tokenfuse.worker.engine.rules import DEFAULT_THROTTLE_DELAY_MS, ActiveBudget, BudgetIndex, enforcement
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVERY_MS = 10_000
+_RUN_ONLY = frozenset({"run"})
+
+
+@dataclass(slots=True)
+class WindowCount:
+    """Spend in the current window of one (scope, window spec): [input, output, cost]."""
+
+    spec: WindowSpec
+    start: int = 0
+    end: int = 0
+    totals: list[int] = field(default_factory=lambda: [0, 0, 0])
+    buckets: dict[int, list[int]] = field(default_factory=dict)  # rolling: bucket start -> totals
+    last_ms: int = 0
+
+    def add(self, ts: int, input_tokens: int, output_tokens: int, cost: int) -> None:
+        self.last_ms = ts
+        if self.spec.kind == "rolling":
+            step = max(1000, self.spec.size_ms // 12)
+            vec = self.buckets.get(ts - ts % step)
+            if vec is None:
+                vec = self.buckets[ts - ts % step] = [0, 0, 0]
+                for old in [b for b in self.buckets if b <= ts - self.spec.size_ms - step]:
+                    del self.buckets[old]
+        else:
+            if ts >= self.end or ts < self.start:
+                self.start, self.end = self.spec.bounds(ts)
+                self.totals = [0, 0, 0]
+            vec = self.totals
+        vec[0] += input_tokens
+        vec[1] += output_tokens
+        vec[2] += cost
+
+    def current(self, now_ms: int) -> list[int]:
+        """The totals of the window holding now_ms (rolling: buckets starting in (now - size, now])."""
+        if self.spec.kind == "rolling":
+            low, out = now_ms - self.spec.size_ms, [0, 0, 0]
+            for start, vec in self.buckets.items():
+                if low < start <= now_ms:
+                    out[0] += vec[0]
+                    out[1] += vec[1]
+                    out[2] += vec[2]
+            return out
+        return self.totals if self.start <= now_ms < self.end else [0, 0, 0]
+
+    def until(self, now_ms: int) -> int:
+        return now_ms + self.spec.size_ms if self.spec.kind == "rolling" else self.end
+
+    def expired(self, now_ms: int) -> bool:
+        reach = self.last_ms + self.spec.size_ms if self.spec.kind == "rolling" else self.end
+        return reach <= now_ms
+
+
+def metric(totals: list[int], name: str) -> int:
+    if name == "total_tokens":
+        return totals[0] + totals[1]
+    return totals[("input_tokens", "output_tokens", "cost_micro_usd").index(name)]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One budget watching one scope, and the count it reads."""
+
+    scope: str
+    budget: ActiveBudget
+    count: WindowCount
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What watches one scope key: its rules, and the distinct counts they read (budgets on the
+    same window share one count, added to once per event)."""
+
+    rules: tuple[Rule, ...] = ()
+    counts: tuple[WindowCount, ...] = ()
+    needs_cost: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """What a call declares it may spend at most (None: unknown), for refusing it up front."""
+
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    def amount(self, metric_name: str, catalog: PriceCatalog | None, provider: str) -> int:
+        i, o = self.input_tokens or 0, self.output_tokens or 0
+        if metric_name == "cost_micro_usd":
+            if catalog is None or self.model is None:
+                return 0
+            return catalog.cost({"model": self.model, "provider": provider, "input_tokens": i,
+                                 "output_tokens": o, "cached_tokens": 0}).micro_usd
+        return {"input_tokens": i, "output_tokens": o, "total_tokens": i + o}[metric_name]
+
+
+class LocalLedger:
+    """Counts and decisions for the locally enforced scopes. Thread-safe (one lock, held briefly)."""
+
+    def __init__(self, local_kinds: Iterable[str] = ("run",), max_scopes: int = 100_000,
+                 load_catalog: Callable[[], PriceCatalog] = PriceCatalog.load):
+        self.local_kinds = frozenset(local_kinds)
+        self.max_scopes = max_scopes
+        self._load_catalog = load_catalog
+        self.catalog: PriceCatalog | None = None
+        self.watched: frozenset[str] = frozenset()  # kinds some local budget targets: record() skips the rest
+        self._index = BudgetIndex([])
+        self._watches: dict[str, Watch] = {}  # scope key -> what watches it (a cache, rebuilt freely)
+        self._counts: dict[tuple[str, WindowSpec], WindowCount] = {}
+        self._warned: set[tuple[str, str, int]] = set()
+        self._next_sweep = 0
+        self._lock = threading.Lock()
+
+    # -- budgets ---------------------------------------------------------------------------------
+
+    def set_budgets(self, budgets: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the budgets (every budget of the topic; those on other kinds are ignored)."""
+        local = [b for b in budgets if b["scope"].partition(":")[0] in self.local_kinds]
+        index = BudgetIndex(local)
+        for budget_id, problem in index.rejected.items():
+            log.warning("tokenfuse: budget %s not enforced locally: %s", budget_id, problem)
+        if self.catalog is None and any(b["metric"] == "cost_micro_usd" for b in local):
+            self.catalog = self._load_catalog()  # on the feed's thread, never on a caller's
+        with self._lock:
+            self._index = index
+            self._watches = {}
+            self.watched = frozenset(b["scope"].partition(":")[0] for b in local if b["id"] not in index.rejected)
+
+    def _watch(self, scope: str) -> Watch:
+        watch = self._watches.get(scope)
+        if watch is None:
+            budgets = self._index.for_scope(scope)
+            rules = tuple(Rule(scope, b, self._count_for(scope, b.window)) for b in budgets)
+            counts = tuple({id(r.count): r.count for r in rules}.values())
+            watch = self._watches[scope] = Watch(rules, counts, any(b.budget["metric"] == "cost_micro_usd"
+                                                                    for b in budgets))
+        return watch
+
+    def _count_for(self, scope: str, spec: WindowSpec) -> WindowCount:
+        count = self._counts.get((scope, spec))
+        if count is None:
+            count = self._counts[(scope, spec)] = WindowCount(spec)
+        return count
+
+    # -- record() --------------------------------------------------------------------------------
+
+    def count(self, event: Mapping[str, Any], now_ms: int) -> None:
+        """Add a recorded event to the counts of its watched scopes (the caller checks `watched`)."""
+        scopes = local_scopes(event, self.watched)
+        cost = None
+        with self._lock:
+            for scope in scopes:
+                watch = self._watch(scope)
+                if watch.needs_cost and cost is None:
+                    cost = self._cost(event)
+                for count in watch.counts:
+                    count.add(now_ms, event["input_tokens"], event["output_tokens"], cost or 0)
+            if now_ms >= self._next_sweep:
+                self._sweep(now_ms)
+
+    def _cost(self, event: Mapping[str, Any]) -> int:
+        given = event.get("cost_micro_usd")
+        if given is not None or self.catalog is None:
+            return given or 0
+        return self.catalog.cost(dict(event)).micro_usd
+
+    def _sweep(self, now_ms: int) -> None:
+        """Forget windows that are over, and past max_scopes the scopes idle the longest."""
+        self._next_sweep = now_ms + SWEEP_EVERY_MS
+        self._counts = {k: c for k, c in self._counts.items() if not c.expired(now_ms)}
+        if len(self._counts) > self.max_scopes:
+            keep = sorted(self._counts.items(), key=lambda kc: -kc[1].last_ms)[:self.max_scopes * 9 // 10]
+            log.warning("tokenfuse: local enforcement forgets %d idle scope windows (local_max_scopes=%d)",
+                        len(self._counts) - len(keep), self.max_scopes)
+            self._counts = dict(keep)
+        self._watches = {}
+        self._warned = {w for w in self._warned if w[2] > now_ms}
+
+    # -- check() ---------------------------------------------------------------------------------
+
+    def check(self, call: Mapping[str, Any], now_ms: int, bound: Bound | None = None) -> int:
+        """Raise BudgetExceeded if a local scope of this call is blocked, or if the call's declared
+        bound would take it past a block threshold; else the throttle delay in ms (0: go ahead).
+        `call` has the attribution of an event (org, team, agent, run, user, model, tags)."""
+        delay, warnings = 0, []
+        with self._lock:
+            for scope in local_scopes(call, self.watched):
+                for rule in self._watch(scope).rules:
+                    state, spent = self._decide(rule, now_ms, bound, call.get("provider") or "unknown")
+                    if state == "throttle":
+                        delay = DEFAULT_THROTTLE_DELAY_MS
+                    elif state == "warn":
+                        warnings.append((rule, spent))
+        for rule, spent in warnings:
+            self._warn(rule, spent, now_ms)
+        return delay
+
+    def _decide(self, rule: Rule, now_ms: int, bound: Bound | None, provider: str) -> tuple[str, int]:
+        b = rule.budget.budget
+        spent = metric(rule.count.current(now_ms), b["metric"])
+        state = enforcement(b, spent)
+        reason = f"local count: {spent} of {b['limit']} {b['metric']} in window {b['window']}"
+        block_at = _block_at(b)
+        if state != "block" and bound is not None and block_at is not None:
+            most = bound.amount(b["metric"], self.catalog, provider)
+            if spent + most > block_at:  # reaching the limit exactly is still within it
+                state = "block"
+                reason += f"; this call may spend up to {most} more"
+        if state == "block":
+            raise BudgetExceeded(rule.scope, budget_id=b["id"], spent=spent, limit=b["limit"],
+                                 until_ms=rule.count.until(now_ms), reason=reason)
+        return state, spent
+
+    def _warn(self, rule: Rule, spent: int, now_ms: int) -> None:
+        key = (rule.budget.id, rule.scope, rule.count.end)  # rolling: end 0, so once per sweep
+        if key not in self._warned:
+            self._warned.add(key)
+            b = rule.budget.budget
+            log.warning("tokenfuse: %s: budget %s: local count %d of %d %s in window %s", rule.scope,
+                        b["id"], spent, b["limit"], b["metric"], b["window"])
+
+    def spent(self, scope: str, budget_id: str, now_ms: int) -> int | None:
+        """The local count a budget reads for a scope (None: no such budget there), for inspection."""
+        with self._lock:
+            for rule in self._watch(scope).rules:
+                if rule.budget.id == budget_id:
+                    return metric(rule.count.current(now_ms), rule.budget.budget["metric"])
+        return None
+
+
+def _block_at(budget: Mapping[str, Any]) -> int | None:
+    """The spend at which the budget's lowest block threshold is reached (None: it never blocks)."""
+    percents = [t["percent"] for t in budget["thresholds"] if t["action"] == "block"]
+    return -(-min(percents) * budget["limit"] // 100) if percents else None
+
+
+def local_scopes(attrs: Mapping[str, Any], kinds: frozenset[str]) -> list[str]:
+    """The scope keys of an event (or a call) whose kind is in `kinds`."""
+    if not kinds:
+        return []
+    out = []
+    run = attrs.get("run")
+    if run and "run" in kinds:
+        out.append("run:" + run)
+    if kinds == _RUN_ONLY:  # the common case, kept short: record() pays for this
+        return out
+    for kind in ("agent", "user", "model", "org"):
+        value = attrs.get(kind)
+        if value and kind in kinds:
+            out.append(f"{kind}:{value}")
+    if "team" in kinds:
+        out.append(f"team:{attrs['org']}/{attrs['team']}")
+    if "global" in kinds:
+        out.append("global")
+    if "tag" in kinds:
+        out.extend(f"tag:{k}={v}" for k, v in (attrs.get("tags") or {}).items())
+    return out
