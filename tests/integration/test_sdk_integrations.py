@@ -17,6 +17,7 @@ import openai  # noqa: E402
 
 from tests.fake_llm_server import (ANTHROPIC_STREAM_OUTPUT_TOKENS, ANTHROPIC_USAGE, OPENAI_CHAT_USAGE,  # noqa: E402
                                    OPENAI_RESPONSES_USAGE, FakeLLMServer)
+from tests.helpers import publish_budget  # noqa: E402
 from tests.sdk_helpers import publish_signed, read_usage_to_end  # noqa: E402
 from tokenfuse.errors import BudgetExceeded  # noqa: E402
 from tokenfuse.kafka.follow import wait_until  # noqa: E402
@@ -44,6 +45,25 @@ def fuse(settings, tmp_path):
     assert f.kill_switch.wait_ready(30)
     yield f
     f.close()
+
+
+@pytest.fixture
+def litellm_logger(fuse):
+    """A TokenfuseLogger registered with LiteLLM for the test, removed from every list after."""
+    import litellm
+
+    from tokenfuse.sdk.integrations.litellm import TokenfuseLogger
+
+    logger = TokenfuseLogger(fuse)
+    litellm.callbacks = [*litellm.callbacks, logger]
+    yield logger
+    litellm.logging_callback_manager.drop_callbacks([logger])
+
+
+def wait_for_records(fuse: Fuse, count: int, timeout: float = 30) -> None:
+    """LiteLLM runs success callbacks on its own threads and tasks: wait until `count` arrived."""
+    assert wait_until(lambda: fuse._reporter.stats["delivered"] + len(fuse._reporter._pending) >= count,
+                      timeout), fuse.stats
 
 
 def recorded(fuse: Fuse) -> list[tuple]:
@@ -112,32 +132,55 @@ def test_blocked_scope_stops_the_call_before_any_request(server, fuse, settings)
     assert [path for path, _ in server.requests] == ["/v1/messages"]
 
 
-async def test_litellm_logger_records_sync_async_and_streaming_calls(server, fuse, settings):
+async def test_litellm_logger_records_sync_async_and_streaming_calls(server, fuse, settings, litellm_logger):
     import litellm
     from litellm.proxy._types import UserAPIKeyAuth
 
-    from tokenfuse.sdk.integrations.litellm import TokenfuseLogger
+    common = {"api_base": f"{server.url}/v1", "api_key": "test", "messages": MESSAGES}
+    litellm.completion(model="openai/gpt-4o", **common)
+    await litellm.acompletion(model="openai/gpt-4o-mini", **common)
+    for _ in litellm.completion(model="openai/gpt-4o", stream=True, stream_options={"include_usage": True}, **common):
+        pass
+    await asyncio.to_thread(wait_for_records, fuse, 3)
+    usage = sorted(e[:4] for e in recorded(fuse))
+    assert usage == sorted([("openai", "gpt-4o", CHAT[0], CHAT[1])] * 2 + [("openai", "gpt-4o-mini", CHAT[0], CHAT[1])])
 
-    logger = TokenfuseLogger(fuse)
-    previous, litellm.callbacks = litellm.callbacks, [logger]
-    try:
-        common = {"api_base": f"{server.url}/v1", "api_key": "test", "messages": MESSAGES}
-        litellm.completion(model="openai/gpt-4o", **common)
-        await litellm.acompletion(model="openai/gpt-4o-mini", **common)
-        for _ in litellm.completion(model="openai/gpt-4o", stream=True, stream_options={"include_usage": True},
-                                    **common):
+    publish_signed(settings, "agent:bot-int", "block")
+    assert wait_until(lambda: "agent:bot-int" in fuse.kill_switch.states, 10)
+    with pytest.raises(BudgetExceeded):
+        await litellm_logger.async_pre_call_hook(UserAPIKeyAuth(), None, {"model": "gpt-4o"}, "completion")
+
+
+async def test_litellm_usage_keeps_the_run_of_the_call_for_sync_and_async_streams(server, fuse, litellm_logger):
+    import litellm
+
+    common = {"api_base": f"{server.url}/v1", "api_key": "test", "messages": MESSAGES, "stream": True,
+              "stream_options": {"include_usage": True}}
+    with fuse.run("run-sync-stream"):
+        for _ in litellm.completion(model="openai/gpt-4o", **common):
             pass
-        # LiteLLM runs success callbacks on its own threads and tasks: wait for all three.
-        deadline = asyncio.get_running_loop().time() + 30
-        while fuse._reporter.stats["delivered"] + len(fuse._reporter._pending) < 3:
-            assert asyncio.get_running_loop().time() < deadline, fuse.stats
-            await asyncio.sleep(0.05)
-        usage = sorted(e[:4] for e in recorded(fuse))
-        assert usage == sorted([("openai", "gpt-4o", CHAT[0], CHAT[1])] * 2 + [("openai", "gpt-4o-mini", CHAT[0], CHAT[1])])
+        litellm.completion(model="openai/gpt-4o-mini", **{**common, "stream": False})
+    async with fuse.run("run-async-stream"):
+        async for _ in await litellm.acompletion(model="openai/gpt-4.1", **common):
+            pass
+    await asyncio.to_thread(wait_for_records, fuse, 3)
+    assert fuse.flush(30)
+    runs = sorted((e["model"], e["run"]) for e in read_usage_to_end(fuse.settings))
+    assert runs == [("gpt-4.1", "run-async-stream"), ("gpt-4o", "run-sync-stream"), ("gpt-4o-mini", "run-sync-stream")]
 
-        publish_signed(settings, "agent:bot-int", "block")
-        assert wait_until(lambda: "agent:bot-int" in fuse.kill_switch.states, 10)
-        with pytest.raises(BudgetExceeded):
-            await logger.async_pre_call_hook(UserAPIKeyAuth(), None, {"model": "gpt-4o"}, "completion")
-    finally:
-        litellm.callbacks = previous
+
+def test_a_request_whose_max_tokens_would_cross_a_run_budget_is_refused_before_it_is_sent(server, settings, tmp_path):
+    publish_budget(settings, id="per-run", scope="run:*", metric="total_tokens", window="1h", limit=1000)
+    with Fuse(settings, FuseOptions(agent="bot-max", spool_dir=tmp_path / "spool-max")) as fuse:
+        assert fuse.wait_ready(30)
+        client = tf_openai.wrap(openai.OpenAI(api_key="test", base_url=f"{server.url}/v1", max_retries=0), fuse)
+        with fuse.run("run-max"):
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=50)  # spends 168
+            with pytest.raises(BudgetExceeded) as info:  # 168 + 1 (prompt estimate) + 900 > 1000
+                client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=900)
+            assert (info.value.scope, info.value.budget_id, info.value.spent, info.value.limit) == \
+                ("run:run-max", "per-run", CHAT[0] + CHAT[1], 1000)
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_completion_tokens=800)  # fits
+        with fuse.run("run-other"):  # another run has its own budget
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=900)
+    assert [body.get("max_tokens") or body.get("max_completion_tokens") for _, body in server.requests] == [50, 800, 900]

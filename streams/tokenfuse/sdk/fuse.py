@@ -97,6 +97,11 @@ class Fuse:
             delay = max(delay, self.ledger.check(call, time.time_ns() // 1_000_000, bound))
         return delay
 
+    @property
+    def current_run(self) -> str | None:
+        """The run of the calling thread or task (set by `with fuse.run(...)`), if any."""
+        return _current_run.get()
+
     def run(self, run_id: str | None = None) -> "Run":
         """A run context: records and checks inside it carry this run id (a new uuid if None)."""
         return Run(self, run_id or str(uuid.uuid4()))

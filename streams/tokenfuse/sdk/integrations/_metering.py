@@ -1,6 +1,11 @@
 """What the client integrations share: a proxy that wraps chosen methods of an SDK client so each
 call checks the kill switch before and records the usage the response reports after, for plain,
 async and streaming calls alike. The provider modules only say which methods and how to read usage.
+
+The check is told what the call may spend at most, when the request says: its output limit
+(`max_tokens`, `max_completion_tokens`, `max_output_tokens`) and an estimate of its prompt (about
+4 characters per token over the request's text), so a locally enforced budget refuses a call that
+would cross it rather than the one after.
 """
 
 from __future__ import annotations
@@ -26,6 +31,37 @@ class Usage:
     cached_tokens: int = 0
     seen: bool = False
     parts: dict[str, int] = field(default_factory=dict)  # provider-specific counts being summed
+
+
+_OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_TEXT_FIELDS = ("messages", "system", "input", "instructions", "prompt")
+CHARS_PER_TOKEN = 4
+
+
+def max_output_tokens(kwargs: dict[str, Any]) -> int | None:
+    """The request's output token limit, if it sets one."""
+    for name in _OUTPUT_LIMITS:
+        value = kwargs.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def estimate_input_tokens(kwargs: dict[str, Any]) -> int | None:
+    """A cheap estimate of the prompt's tokens from the length of its text (None if it has none)."""
+    chars = sum(_text_length(kwargs.get(name)) for name in _TEXT_FIELDS)
+    return -(-chars // CHARS_PER_TOKEN) if chars else None
+
+
+def _text_length(value: Any) -> int:
+    """Characters of text in a prompt, a message list, or content parts (images and tools: 0)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(_text_length(item) for item in value)
+    if isinstance(value, dict):
+        return _text_length(value.get("content")) + _text_length(value.get("text"))
+    return 0
 
 
 # Reads whatever usage an object (a response or one stream event) carries into a Usage.
@@ -113,7 +149,8 @@ class Metered:
     def _before(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Meter, int]:
         kwargs = self.prepare(kwargs)
         user = self.user_of(kwargs)
-        delay_ms = self.fuse.check(model=kwargs.get("model"), user=user)  # raises BudgetExceeded
+        delay_ms = self.fuse.check(model=kwargs.get("model"), user=user, max_tokens=max_output_tokens(kwargs),
+                                   input_tokens=estimate_input_tokens(kwargs))  # raises BudgetExceeded
         return kwargs, Meter(self.fuse, self.read, self.provider, kwargs.get("model"), user), delay_ms
 
     def wrap_sync(self, method: Callable[..., Any]) -> Callable[..., Any]:

@@ -2,8 +2,12 @@
 
 - Usage: every successful call (sync, async, streaming; SDK or proxy) is recorded from LiteLLM's
   standard logging payload, with LiteLLM's own cost when it knows one.
+- Runs: the run of the `fuse.run()` a call is made in is noted when LiteLLM logs the call's start
+  (on the caller's thread) and recorded with its usage, which LiteLLM reports from its own
+  threads for sync streams (where the caller's context is gone).
 - Refusing calls: `async_pre_call_hook` is LiteLLM proxy's pre-call hook; it raises BudgetExceeded
-  for a blocked scope, so the proxy rejects the request. Every proxy replica of a fleet reads the
+  for a blocked scope (or a request whose max_tokens would cross a local limit), so the proxy
+  rejects the request. Every proxy replica of a fleet reads the
   same control topic, so they share one exact budget. (LiteLLM swallows exceptions from its
   SDK-side logging hooks, so in-process `litellm.completion` callers call `fuse.check()` first.)
 """
@@ -16,12 +20,24 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from tokenfuse.sdk.fuse import Fuse
+from tokenfuse.sdk.integrations._metering import estimate_input_tokens, max_output_tokens
+
+# Where the call's run is kept in LiteLLM's per-call details (the dict every callback of the call gets).
+RUN_KEY = "tokenfuse_run"
 
 
 class TokenfuseLogger(CustomLogger):
     def __init__(self, fuse: Fuse, **kwargs: Any):
         super().__init__(**kwargs)
         self.fuse = fuse
+        # LiteLLM keeps one logger per class and public str/int attributes, silently ignoring
+        # another: this makes the logger of each Fuse distinct.
+        self.fuse_id = id(fuse)
+
+    def log_pre_api_call(self, model, messages, kwargs):
+        run = self.fuse.current_run
+        if run is not None:
+            kwargs[RUN_KEY] = run
 
     def log_success_event(self, kwargs, response_obj, start_time, end_time):
         payload = kwargs.get("standard_logging_object") or {}
@@ -37,6 +53,7 @@ class TokenfuseLogger(CustomLogger):
             cost_micro_usd=round(cost * 1_000_000) if cost else None,
             provider=payload.get("custom_llm_provider") or None,
             user=payload.get("end_user") or None,
+            run=kwargs.get(RUN_KEY),  # None: the context's run, where LiteLLM kept the context
         )
 
     async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
@@ -45,7 +62,8 @@ class TokenfuseLogger(CustomLogger):
     async def async_pre_call_hook(self, user_api_key_dict, cache, data: dict, call_type):
         """Proxy hook: raise BudgetExceeded (the proxy answers with an error) if blocked; wait
         out a throttle state's delay."""
-        delay_ms = self.fuse.check(model=data.get("model"), user=data.get("user"))
+        delay_ms = self.fuse.check(model=data.get("model"), user=data.get("user"),
+                                   max_tokens=max_output_tokens(data), input_tokens=estimate_input_tokens(data))
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000)
         return data
