@@ -1,10 +1,12 @@
 """The SDK against a broker that goes away: record() never waits on it, nothing is lost or doubled,
-and the kill switch's fail policy applies while the control topic is unreadable.
+flush() and close() say what is undelivered, run budgets hold locally, and the kill switch's fail
+policy applies while the control topic is unreadable.
 
 Uses the `private_broker` fixture (a broker of this test's own), never the shared one."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import publish_budget
 from tests.sdk_helpers import read_usage_to_end
 from tokenfuse.config import Settings
 from tokenfuse.errors import BudgetExceeded
@@ -60,8 +63,8 @@ def test_broker_outage_record_never_blocks_and_every_event_arrives_once(private_
     for agent in agents:
         agent.stop.set()
         agent.join()
-    assert fuse.flush(30)
-    assert wait_until(lambda: not fuse._reporter.spool.pending(), 30), fuse.stats
+    assert fuse.flush(60)  # the spool too: flush waits for its replay
+    assert not fuse._reporter.spool.pending(), fuse.stats
     fuse.close()
 
     recorded = sum(len(a.durations_ns) for a in agents)
@@ -83,21 +86,60 @@ def test_broker_outage_record_never_blocks_and_every_event_arrives_once(private_
     assert {e["tags"]["seq"] for e in events} == {f"{a.name_}-{i}" for a in agents for i in range(len(a.durations_ns))}
 
 
-def test_spool_survives_a_runtime_that_exits_while_the_broker_is_down(private_broker, tmp_path):
+def test_flush_reports_undelivered_events_and_a_second_runtime_delivers_them_once(private_broker, tmp_path, caplog):
     settings = _settings(private_broker.bootstrap, tmp_path)
-    options = FuseOptions(agent="bot-exit", close_timeout_s=1)
-    private_broker.stop()
+    options = FuseOptions(agent="bot-left", close_timeout_s=1, spool_dir=tmp_path / "spool")
     first = Fuse(settings, options)
-    for i in range(50):
+    for i in range(100):
         first.record("gpt-4o", i, 1, tags={"seq": str(i)})
-    first.close()  # broker down: what is left must be on disk, not lost
-    assert first.stats["spooled"] == 50, first.stats
+    assert first.flush(30).undelivered == 0
+
+    private_broker.stop()
+    for i in range(100, 300):
+        first.record("gpt-4o", i, 1, tags={"seq": str(i)})
+    left = first.flush(2)
+    assert not left and left.undelivered == 200 and left.dropped == 0, left
+    with caplog.at_level(logging.WARNING, logger="tokenfuse.sdk.reporter"):
+        closed = first.close()
+    assert (closed.in_memory, closed.on_disk) == (0, 200)
+    assert [r.getMessage() for r in caplog.records if "closing with" in r.getMessage()] == [
+        f"tokenfuse: closing with 200 usage events undelivered, kept in the spool {tmp_path / 'spool'} "
+        "(a runtime using that directory delivers them); 0 dropped since start (spool full)"]
 
     private_broker.start()
-    second = Fuse(settings, options)  # same spool dir: replays the first runtime's events
-    assert wait_until(lambda: second.stats["replayed"] >= 50, 60), second.stats
-    second.close()
-    assert sorted(int(e["tags"]["seq"]) for e in read_usage_to_end(settings)) == list(range(50))
+    second = Fuse(settings, options)  # the same spool directory
+    assert second.flush(0).on_disk == 200  # it knows what it found
+    assert second.flush(60), second.stats
+    assert second.close().undelivered == 0
+    events = read_usage_to_end(settings)
+    assert sorted(int(e["tags"]["seq"]) for e in events) == list(range(300))  # each once, none missing
+    assert len({e["event_id"] for e in events}) == 300
+
+
+def test_a_run_budget_blocks_the_crossing_call_with_the_broker_down(private_broker, tmp_path):
+    settings = _settings(private_broker.bootstrap, tmp_path)
+    publish_budget(settings, id="per-run", scope="run:*", metric="total_tokens", window="1h", limit=1000)
+    fuse = Fuse(settings, FuseOptions(agent="bot-run", close_timeout_s=0, spool_dir=tmp_path / "spool"))
+    try:
+        assert fuse.wait_ready(30)  # budgets read while the broker was up
+        private_broker.stop()
+        assert wait_until(lambda: not fuse.kill_switch.healthy() or fuse._reporter._broker_down, 30)
+        with fuse.run("run-a"):
+            made = 0
+            with pytest.raises(BudgetExceeded) as info:
+                while made < 10:
+                    fuse.check(model="gpt-4o")
+                    fuse.record("gpt-4o", 250, 50)
+                    made += 1
+        assert made == 4  # 1,200 tokens after the fourth call: the fifth is refused
+        assert (info.value.scope, info.value.budget_id, info.value.spent, info.value.limit) == ("run:run-a", "per-run", 1200, 1000)
+        with fuse.run("run-b"):
+            fuse.record("gpt-4o", 900, 0)
+            with pytest.raises(BudgetExceeded):  # a declared bound that would cross is refused up front
+                fuse.check(model="gpt-4o", max_tokens=101)
+            assert fuse.check(model="gpt-4o", max_tokens=100) == 0
+    finally:
+        fuse.close()
 
 
 def test_fail_policy_when_the_control_topic_is_unreadable(private_broker, tmp_path):
