@@ -5,9 +5,11 @@ Measured in one run, against the local broker (127.0.0.1:9092):
      produce() of pre-encoded bytes, each measured the same way: in a tight loop (a burst, every
      call back to back) and paced (a short GIL-free pause between calls, as an agent waiting on its
      LLM has). Goal: ≤ 10 µs mean, ≤ 100 µs p99.
-  2. record() per call with the broker down (an address nothing listens on): events go to the
+  2. record() per call inside a run, with a `run:*` budget enforced locally (the call is counted
+     in the run's window) vs without any budget, in the same run: the cost of local enforcement.
+  3. record() per call with the broker down (an address nothing listens on): events go to the
      disk spool.
-  3. Block visibility: a signed block state is produced; another process calling check() in a
+  4. Block visibility: a signed block state is produced; another process calling check() in a
      loop reports when it raises (p50, p99 in ms), vs the baseline of a bare confluent-kafka
      consumer process seeing the same record. Goal: ≤ 50 ms p99.
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from tokenfuse.budgets.store import publish
 from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
 from tokenfuse.errors import BudgetExceeded
@@ -83,6 +86,8 @@ def bench_record(settings: Settings, calls: int, tmp: Path) -> None:
                   f"p99 {r_p99 / b_p99:4.2f} | recorded to acknowledged: {drained:,.0f} events/s")
         print(f"  delivered {fuse.stats['delivered']}, spooled {fuse.stats['spooled']}")
 
+    bench_local_counting(settings, calls, tmp)
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"  # closed again: nothing listens there
@@ -93,9 +98,30 @@ def bench_record(settings: Settings, calls: int, tmp: Path) -> None:
         for label, paced, n in (("tight loop", False, calls), ("paced", True, min(calls, 20_000))):
             before = fuse.stats["spooled"]
             r_mean, r_p99 = timed(lambda i: fuse.record("gpt-4o", 812, 95), n, paced)
-            assert fuse.flush(120)
+            assert wait_until(lambda: fuse.flush(0).in_memory == 0, 120)  # all on disk
             print(f"  {label:10s} record(): mean {r_mean:6.2f} µs  p99 {r_p99:6.2f} µs  "
                   f"(spooled {fuse.stats['spooled'] - before} of {n})")
+
+
+def bench_local_counting(settings: Settings, calls: int, tmp: Path) -> None:
+    """record() in a run without budgets, then with a run:* budget the runtime enforces locally."""
+    results = {}
+    for label in ("no budget", "run budget"):
+        with Fuse(settings, FuseOptions(agent=f"bench-{label[:2]}", spool_dir=tmp / f"spool-{label[:2]}")) as fuse:
+            if label == "run budget":
+                publish(settings, [{"id": "bench-run", "scope": "run:*", "metric": "total_tokens", "window": "1h",
+                                    "timezone": "UTC", "limit": 10**15, "thresholds": [{"percent": 100, "action": "block"}],
+                                    "description": "", "updated_at": 0}], [])
+                assert wait_until(lambda: fuse.ledger.watched, 30), "the budget never reached the runtime"
+            with fuse.run("bench-run-1"):
+                results[label] = [timed(lambda i: fuse.record("gpt-4o", 812, 95), n, paced)
+                                  for paced, n in ((False, calls), (True, min(calls, 20_000)))]
+            assert fuse.flush(120)
+    print("record() inside a run: local counting for a run:* budget vs no budget (same run)")
+    for k, label in enumerate(("tight loop", "paced")):
+        (b_mean, b_p99), (r_mean, r_p99) = results["no budget"][k], results["run budget"][k]
+        print(f"  {label:10s} with budget: mean {r_mean:6.2f} µs  p99 {r_p99:6.2f} µs | no budget: "
+              f"mean {b_mean:6.2f} µs  p99 {b_p99:6.2f} µs | ratio mean {r_mean / b_mean:4.2f}  p99 {r_p99 / b_p99:4.2f}")
 
 
 def child(mode: str, bootstrap: str, prefix: str, key: str) -> None:

@@ -25,7 +25,7 @@ from tokenfuse.worker.engine.rules import DEFAULT_THROTTLE_DELAY_MS, ActiveBudge
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY_MS = 10_000
-_RUN_ONLY = frozenset({"run"})
+RUN_ONLY = frozenset({"run"})
 
 
 @dataclass(slots=True)
@@ -41,7 +41,9 @@ class WindowCount:
 
     def add(self, ts: int, input_tokens: int, output_tokens: int, cost: int) -> None:
         self.last_ms = ts
-        if self.spec.kind == "rolling":
+        if self.start <= ts < self.end:  # the usual case: the current tumbling or calendar window
+            vec = self.totals
+        elif self.spec.kind == "rolling":
             step = max(1000, self.spec.size_ms // 12)
             vec = self.buckets.get(ts - ts % step)
             if vec is None:
@@ -49,10 +51,8 @@ class WindowCount:
                 for old in [b for b in self.buckets if b <= ts - self.spec.size_ms - step]:
                     del self.buckets[old]
         else:
-            if ts >= self.end or ts < self.start:
-                self.start, self.end = self.spec.bounds(ts)
-                self.totals = [0, 0, 0]
-            vec = self.totals
+            self.start, self.end = self.spec.bounds(ts)
+            vec = self.totals = [0, 0, 0]
         vec[0] += input_tokens
         vec[1] += output_tokens
         vec[2] += cost
@@ -85,11 +85,20 @@ def metric(totals: list[int], name: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One budget watching one scope, and the count it reads."""
+    """One budget watching one scope, and the count it reads. `acts_at` / `blocks_at`: the spend
+    at which its first warn/throttle/block threshold and its first block threshold are reached
+    (None: it has none), so a check below them costs one comparison."""
 
     scope: str
     budget: ActiveBudget
     count: WindowCount
+    acts_at: int | None
+    blocks_at: int | None
+
+    @classmethod
+    def of(cls, scope: str, budget: ActiveBudget, count: WindowCount) -> "Rule":
+        b = budget.budget
+        return cls(scope, budget, count, _spend_at(b, ("warn", "throttle", "block")), _spend_at(b, ("block",)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,13 +159,14 @@ class LocalLedger:
         with self._lock:
             self._index = index
             self._watches = {}
-            self.watched = frozenset(b["scope"].partition(":")[0] for b in local if b["id"] not in index.rejected)
+            watched = frozenset(b["scope"].partition(":")[0] for b in local if b["id"] not in index.rejected)
+            self.watched = RUN_ONLY if watched == RUN_ONLY else watched
 
     def _watch(self, scope: str) -> Watch:
         watch = self._watches.get(scope)
         if watch is None:
             budgets = self._index.for_scope(scope)
-            rules = tuple(Rule(scope, b, self._count_for(scope, b.window)) for b in budgets)
+            rules = tuple(Rule.of(scope, b, self._count_for(scope, b.window)) for b in budgets)
             counts = tuple({id(r.count): r.count for r in rules}.values())
             watch = self._watches[scope] = Watch(rules, counts, any(b.budget["metric"] == "cost_micro_usd"
                                                                     for b in budgets))
@@ -172,11 +182,16 @@ class LocalLedger:
 
     def count(self, event: Mapping[str, Any], now_ms: int) -> None:
         """Add a recorded event to the counts of its watched scopes (the caller checks `watched`)."""
-        scopes = local_scopes(event, self.watched)
+        kinds = self.watched
+        if kinds is RUN_ONLY:  # the common case, kept short: record() pays for this
+            run = event["run"]
+            scopes = ("run:" + run,) if run else ()
+        else:
+            scopes = local_scopes(event, kinds)
         cost = None
         with self._lock:
             for scope in scopes:
-                watch = self._watch(scope)
+                watch = self._watches.get(scope) or self._watch(scope)
                 if watch.needs_cost and cost is None:
                     cost = self._cost(event)
                 for count in watch.counts:
@@ -224,15 +239,16 @@ class LocalLedger:
     def _decide(self, rule: Rule, now_ms: int, bound: Bound | None, provider: str) -> tuple[str, int]:
         b = rule.budget.budget
         spent = metric(rule.count.current(now_ms), b["metric"])
-        state = enforcement(b, spent)
-        reason = f"local count: {spent} of {b['limit']} {b['metric']} in window {b['window']}"
-        block_at = _block_at(b)
-        if state != "block" and bound is not None and block_at is not None:
+        state = "allow" if rule.acts_at is None or spent < rule.acts_at else enforcement(b, spent)
+        most = 0
+        if state != "block" and bound is not None and rule.blocks_at is not None:
             most = bound.amount(b["metric"], self.catalog, provider)
-            if spent + most > block_at:  # reaching the limit exactly is still within it
+            if spent + most > rule.blocks_at:  # reaching the limit exactly is still within it
                 state = "block"
-                reason += f"; this call may spend up to {most} more"
         if state == "block":
+            reason = f"local count: {spent} of {b['limit']} {b['metric']} in window {b['window']}"
+            if most:
+                reason += f"; this call may spend up to {most} more"
             raise BudgetExceeded(rule.scope, budget_id=b["id"], spent=spent, limit=b["limit"],
                                  until_ms=rule.count.until(now_ms), reason=reason)
         return state, spent
@@ -254,9 +270,10 @@ class LocalLedger:
         return None
 
 
-def _block_at(budget: Mapping[str, Any]) -> int | None:
-    """The spend at which the budget's lowest block threshold is reached (None: it never blocks)."""
-    percents = [t["percent"] for t in budget["thresholds"] if t["action"] == "block"]
+def _spend_at(budget: Mapping[str, Any], actions: tuple[str, ...]) -> int | None:
+    """The lowest spend reaching a threshold with one of `actions` (None: the budget has none):
+    `reached` holds when spent * 100 >= percent * limit."""
+    percents = [t["percent"] for t in budget["thresholds"] if t["action"] in actions]
     return -(-min(percents) * budget["limit"] // 100) if percents else None
 
 
@@ -268,7 +285,7 @@ def local_scopes(attrs: Mapping[str, Any], kinds: frozenset[str]) -> list[str]:
     run = attrs.get("run")
     if run and "run" in kinds:
         out.append("run:" + run)
-    if kinds == _RUN_ONLY:  # the common case, kept short: record() pays for this
+    if kinds == RUN_ONLY:
         return out
     for kind in ("agent", "user", "model", "org"):
         value = attrs.get(kind)
