@@ -8,7 +8,7 @@ it is not done on the caller's thread) and hands it to librdkafka (idempotent, a
 Backpressure, with memory bounded by queue_max_events + kafka_queue_max_messages: when
 librdkafka's queue is full the sender waits for acknowledgements (the event it holds is retried
 first); when the deque is full too, record() encodes the event and appends it to the disk spool
-itself (~15 µs instead of ~1 µs: a caller outrunning the broker is slowed down to disk speed).
+itself (~20 µs instead of ~2 µs: a caller outrunning the broker is slowed down to disk speed).
 The spool also takes events produced while the broker is known to be down, delivery failures, and
 at close whatever is still unacknowledged. While the broker is up the sender replays the spool in
 the background, a batch per turn before new events, with the original bytes (same event_id).
