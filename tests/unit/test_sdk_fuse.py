@@ -20,15 +20,26 @@ def test_options_from_env_list_every_problem(monkeypatch):
     monkeypatch.delenv("TOKENFUSE_AGENT", raising=False)
     monkeypatch.setenv("TOKENFUSE_FAIL_POLICY", "sometimes")
     monkeypatch.setenv("TOKENFUSE_SPOOL_MAX_BYTES", "12")
+    monkeypatch.setenv("TOKENFUSE_LOCAL_SCOPES", "agent,teams")
     with pytest.raises(ConfigError) as info:
         FuseOptions.from_env()
     assert {p.split(":")[0] for p in info.value.problems} == {
-        "TOKENFUSE_AGENT", "TOKENFUSE_FAIL_POLICY", "TOKENFUSE_SPOOL_MAX_BYTES"}
+        "TOKENFUSE_AGENT", "TOKENFUSE_FAIL_POLICY", "TOKENFUSE_SPOOL_MAX_BYTES", "TOKENFUSE_LOCAL_SCOPES"}
+    assert any("unknown scope kind 'teams'" in p for p in info.value.problems)
+
+
+def test_local_scopes_name_the_kinds_enforced_locally_besides_runs(monkeypatch):
+    monkeypatch.setenv("TOKENFUSE_LOCAL_SCOPES", " agent , user")
+    assert FuseOptions.from_env(agent="a").local_kinds == {"run", "agent", "user"}
+    assert FuseOptions(agent="a").local_kinds == {"run"}
 
 
 def test_record_refuses_negative_counts_and_close_spools_what_no_broker_took(tmp_path):
-    with Fuse(NOWHERE, FuseOptions(agent="a", spool_dir=tmp_path, close_timeout_s=0)) as fuse:
-        with pytest.raises(ValueError, match="negative"):
-            fuse.record("gpt-4o", -1, 5)
-        fuse.record("gpt-4o", 1, 5)
+    fuse = Fuse(NOWHERE, FuseOptions(agent="a", spool_dir=tmp_path, close_timeout_s=0))
+    with pytest.raises(ValueError, match="negative"):
+        fuse.record("gpt-4o", -1, 5)
+    fuse.record("gpt-4o", 1, 5)
+    left = fuse.close()
     assert fuse.stats["spooled"] == 1  # no broker: the event is on disk, not lost
+    assert (left.in_memory, left.on_disk, left.undelivered, bool(left)) == (0, 1, 1, False)
+    assert fuse.close() is left  # closing again changes nothing

@@ -70,3 +70,25 @@ def test_a_segment_held_by_another_writer_or_replayer_is_not_claimed(tmp_path):
     assert Spool(tmp_path, max_bytes=1 << 20).claim() is None  # held by `other` until released
     other.release(claimed)
     assert list(tmp_path.glob("seg-*.spool")) == []
+
+
+def test_records_counts_what_waits_on_disk_found_at_start_or_appended_until_released(tmp_path):
+    first = Spool(tmp_path, max_bytes=1 << 20)
+    fill(first, 7)
+    first.close()
+    live = Spool(tmp_path, max_bytes=1 << 20)
+    fill(live, 4)  # still open: a live writer's segment is its own to count
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    assert spool.records() == 7
+    fill(spool, 5)
+    assert spool.records() == 12
+    segment = spool.claim()  # the oldest first: not our own open one
+    assert len(segment.records) == 7 and spool.records() == 12
+    spool.release(segment)
+    assert spool.records() == 5
+    own = spool.claim()  # nothing older left: our own segment is closed and claimed
+    assert len(own.records) == 5
+    spool.release(own)
+    live.close()
+    assert spool.records() == 0
+    assert len(spool.claim().records) == 4 and spool.records() == 4  # counted once claimed

@@ -121,16 +121,20 @@ class Spool:
             return sum(self._records.values())
 
     def claim(self) -> Segment | None:
-        """The oldest segment no other process holds, with its records read; None if there is none.
-        Closes our own write segment first so that its records can go too."""
+        """The oldest segment no process holds, with its records read; None if there is none. Our
+        own write segment is closed and claimed when no other is left (not sooner: under a steady
+        spill that would cut it into many small files)."""
         with self._lock:
-            self._close_writer()
             for path in sorted(self.directory.glob("seg-*.spool")):
-                segment = self._try_claim(path)
+                segment = self._try_claim(path)  # our own open segment is flocked: skipped
                 if segment is not None:
                     return segment
-            self._bytes = self._directory_bytes()
-        return None
+            own = self._writer_path
+            self._close_writer()
+            segment = self._try_claim(own) if own is not None else None
+            if segment is None:
+                self._bytes = self._directory_bytes()
+            return segment
 
     def _try_claim(self, path: Path) -> Segment | None:
         try:
