@@ -143,19 +143,21 @@ def test_local_scopes_names_each_kind_of_an_event():
 
 def test_a_rolling_window_forgets_spend_older_than_its_size():
     count = WindowCount(parse_window("rolling:60s"))
-    count.add(T0, 10, 0, 0)
-    count.add(T0 + 30_000, 5, 0, 0)
-    assert count.current(T0 + 30_000) == [15, 0, 0]
-    assert count.current(T0 + 60_000) == [5, 0, 0]  # the first bucket left the last 60 s
-    assert count.current(T0 + 95_000) == [0, 0, 0]
+    count.add(T0, [10, 0, 0, 0, 1])
+    count.add(T0 + 30_000, [5, 0, 0, 0, 1])
+    assert count.current(T0 + 30_000).totals[0] == 15
+    assert count.current(T0 + 60_000).totals[0] == 5  # the first bucket left the last 60 s
+    assert count.current(T0 + 95_000).totals[0] == 0
+    assert count.expired(T0 + 90_000)
 
 
 def test_a_calendar_window_follows_its_time_zone():
-    count = WindowCount(parse_window("day", "Asia/Tokyo"))
-    count.add(T0, 7, 0, 0)
-    start, end = parse_window("day", "Asia/Tokyo").bounds(T0)
-    assert (count.start, count.end) == (start, end)
-    assert count.current(end - 1) == [7, 0, 0] and count.current(end) == [0, 0, 0]
+    spec = parse_window("day", "Asia/Tokyo")
+    count = WindowCount(spec)
+    count.add(T0, [7, 0, 0, 0, 1])
+    start, end = spec.bounds(T0)
+    assert (count.current(end - 1).start, count.current(end - 1).totals[0]) == (start, 7)
+    assert count.current(end).totals[0] == 0
 
 
 def test_the_sweep_forgets_ended_windows_and_caps_the_scopes_it_keeps(caplog):

@@ -6,20 +6,20 @@ Pure Python, no Kafka: `set_budgets()` is fed by the budgets follower (sdk/budge
 before it, with no pipeline in between: a run that crosses its limit is refused at its next call.
 
 Counts start when a budget first watches a scope (this runtime cannot know what it spent before)
-and survive budget changes (a re-created budget keeps the count). Windows follow the worker's
-rules (usage/windows.py); a rolling window sums buckets of max(1 s, size/12), as the worker does.
+and survive budget changes (a re-created budget keeps the count). Windows are the worker's own
+window kinds (usage/windows.py), so bounds and rolling buckets agree.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from tokenfuse.errors import BudgetExceeded
 from tokenfuse.usage.pricing import PriceCatalog
-from tokenfuse.usage.windows import WindowSpec
+from tokenfuse.usage.windows import Window, WindowSpec, metric
 from tokenfuse.worker.engine.rules import DEFAULT_THROTTLE_DELAY_MS, ActiveBudget, BudgetIndex, enforcement
 
 log = logging.getLogger(__name__)
@@ -30,57 +30,28 @@ RUN_ONLY = frozenset({"run"})
 
 @dataclass(slots=True)
 class WindowCount:
-    """Spend in the current window of one (scope, window spec): [input, output, cost]."""
+    """Spend of one scope in one window kind, kept in that kind's own state (usage/windows.py:
+    the worker's code, so both agree on bounds and buckets)."""
 
     spec: WindowSpec
-    start: int = 0
-    end: int = 0
-    totals: list[int] = field(default_factory=lambda: [0, 0, 0])
-    buckets: dict[int, list[int]] = field(default_factory=dict)  # rolling: bucket start -> totals
+    state: Any = None
     last_ms: int = 0
 
-    def add(self, ts: int, input_tokens: int, output_tokens: int, cost: int) -> None:
-        self.last_ms = ts
-        if self.start <= ts < self.end:  # the usual case: the current tumbling or calendar window
-            vec = self.totals
-        elif self.spec.kind == "rolling":
-            step = max(1000, self.spec.size_ms // 12)
-            vec = self.buckets.get(ts - ts % step)
-            if vec is None:
-                vec = self.buckets[ts - ts % step] = [0, 0, 0]
-                for old in [b for b in self.buckets if b <= ts - self.spec.size_ms - step]:
-                    del self.buckets[old]
-        else:
-            self.start, self.end = self.spec.bounds(ts)
-            vec = self.totals = [0, 0, 0]
-        vec[0] += input_tokens
-        vec[1] += output_tokens
-        vec[2] += cost
+    def __post_init__(self) -> None:
+        if self.state is None:
+            self.state = self.spec.new_state()
 
-    def current(self, now_ms: int) -> list[int]:
-        """The totals of the window holding now_ms (rolling: buckets starting in (now - size, now])."""
-        if self.spec.kind == "rolling":
-            low, out = now_ms - self.spec.size_ms, [0, 0, 0]
-            for start, vec in self.buckets.items():
-                if low < start <= now_ms:
-                    out[0] += vec[0]
-                    out[1] += vec[1]
-                    out[2] += vec[2]
-            return out
-        return self.totals if self.start <= now_ms < self.end else [0, 0, 0]
+    def add(self, ts: int, vec: list[int]) -> None:
+        """Add a totals vector ([input, output, cached, cost, events]) at time ts."""
+        self.last_ms = max(self.last_ms, ts)
+        self.spec.add(self.state, ts, vec, self.last_ms)
 
-    def until(self, now_ms: int) -> int:
-        return now_ms + self.spec.size_ms if self.spec.kind == "rolling" else self.end
+    def current(self, now_ms: int) -> Window:
+        return self.spec.window_at(self.state, now_ms)
 
     def expired(self, now_ms: int) -> bool:
-        reach = self.last_ms + self.spec.size_ms if self.spec.kind == "rolling" else self.end
-        return reach <= now_ms
-
-
-def metric(totals: list[int], name: str) -> int:
-    if name == "total_tokens":
-        return totals[0] + totals[1]
-    return totals[("input_tokens", "output_tokens", "cost_micro_usd").index(name)]
+        """Nothing counted is in the window holding now_ms any more."""
+        return self.last_ms + self.spec.horizon_ms <= now_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +113,7 @@ class LocalLedger:
         self._index = BudgetIndex([])
         self._watches: dict[str, Watch] = {}  # scope key -> what watches it (a cache, rebuilt freely)
         self._counts: dict[tuple[str, WindowSpec], WindowCount] = {}
-        self._warned: set[tuple[str, str, int]] = set()
+        self._warned: set[tuple[str, str, str]] = set()
         self._next_sweep = 0
         self._lock = threading.Lock()
 
@@ -194,8 +165,9 @@ class LocalLedger:
                 watch = self._watches.get(scope) or self._watch(scope)
                 if watch.needs_cost and cost is None:
                     cost = self._cost(event)
+                vec = [event["input_tokens"], event["output_tokens"], event["cached_tokens"], cost or 0, 1]
                 for count in watch.counts:
-                    count.add(now_ms, event["input_tokens"], event["output_tokens"], cost or 0)
+                    count.add(now_ms, vec)
             if now_ms >= self._next_sweep:
                 self._sweep(now_ms)
 
@@ -215,7 +187,7 @@ class LocalLedger:
                         len(self._counts) - len(keep), self.max_scopes)
             self._counts = dict(keep)
         self._watches = {}
-        self._warned = {w for w in self._warned if w[2] > now_ms}
+        self._warned = set()
 
     # -- check() ---------------------------------------------------------------------------------
 
@@ -227,18 +199,19 @@ class LocalLedger:
         with self._lock:
             for scope in local_scopes(call, self.watched):
                 for rule in self._watch(scope).rules:
-                    state, spent = self._decide(rule, now_ms, bound, call.get("provider") or "unknown")
+                    state, spent, window = self._decide(rule, now_ms, bound, call.get("provider") or "unknown")
                     if state == "throttle":
                         delay = DEFAULT_THROTTLE_DELAY_MS
                     elif state == "warn":
-                        warnings.append((rule, spent))
-        for rule, spent in warnings:
-            self._warn(rule, spent, now_ms)
+                        warnings.append((rule, spent, window))
+        for rule, spent, window in warnings:
+            self._warn(rule, spent, window)
         return delay
 
-    def _decide(self, rule: Rule, now_ms: int, bound: Bound | None, provider: str) -> tuple[str, int]:
+    def _decide(self, rule: Rule, now_ms: int, bound: Bound | None, provider: str) -> tuple[str, int, Window]:
         b = rule.budget.budget
-        spent = metric(rule.count.current(now_ms), b["metric"])
+        window = rule.count.current(now_ms)
+        spent = metric(window.totals, b["metric"])
         state = "allow" if rule.acts_at is None or spent < rule.acts_at else enforcement(b, spent)
         most = 0
         if state != "block" and bound is not None and rule.blocks_at is not None:
@@ -250,11 +223,12 @@ class LocalLedger:
             if most:
                 reason += f"; this call may spend up to {most} more"
             raise BudgetExceeded(rule.scope, budget_id=b["id"], spent=spent, limit=b["limit"],
-                                 until_ms=rule.count.until(now_ms), reason=reason)
-        return state, spent
+                                 until_ms=rule.count.spec.until(window), reason=reason)
+        return state, spent, window
 
-    def _warn(self, rule: Rule, spent: int, now_ms: int) -> None:
-        key = (rule.budget.id, rule.scope, rule.count.end)  # rolling: end 0, so once per sweep
+    def _warn(self, rule: Rule, spent: int, window: Window) -> None:
+        # Once per window; for a rolling window (no discrete windows) once per sweep.
+        key = (rule.budget.id, rule.scope, rule.count.spec.fired_key(window))
         if key not in self._warned:
             self._warned.add(key)
             b = rule.budget.budget
@@ -266,7 +240,7 @@ class LocalLedger:
         with self._lock:
             for rule in self._watch(scope).rules:
                 if rule.budget.id == budget_id:
-                    return metric(rule.count.current(now_ms), rule.budget.budget["metric"])
+                    return metric(rule.count.current(now_ms).totals, rule.budget.budget["metric"])
         return None
 
 
