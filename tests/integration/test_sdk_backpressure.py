@@ -12,7 +12,7 @@ from tokenfuse.dev.process import RoleProcess
 from tokenfuse.kafka.follow import wait_until
 from tokenfuse.sdk import Fuse, FuseOptions
 
-BURST = 20_000
+BURST = 10_000
 
 
 def burst(fuse: Fuse, start: int) -> None:

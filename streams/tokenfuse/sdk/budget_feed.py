@@ -48,11 +48,10 @@ class BudgetFeed:
         seen = -1
         try:
             while not self._stop.is_set():
-                caught_up = follower.wait_caught_up(0)
-                if follower.version != seen and (caught_up or self._ready.is_set()):
+                # Nothing applies before the topic is read to its end: no decision on a partial picture.
+                if follower.wait_caught_up(0) and follower.version != seen:
                     seen = follower.version  # read before the snapshot: a change after it is seen next time
                     self._ledger.set_budgets(follower.snapshot().values())
-                if caught_up:
                     self._ready.set()
                 self._stop.wait(_POLL_S)
         finally:
