@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
@@ -39,12 +40,21 @@ from tokenfuse.kafka.topics import create_topics, delete_topics
 PACE_S = 0.0002  # the pause between paced calls (time.sleep releases the GIL, like I/O does)
 
 
-def summary(durations_ns: list[int]) -> tuple[float, float]:
+class Timing(NamedTuple):
+    """Per-call µs."""
+
+    mean: float
+    p50: float
+    p99: float
+
+
+def summary(durations_ns: list[int]) -> Timing:
     ordered = sorted(durations_ns)
-    return sum(ordered) / len(ordered) / 1000, ordered[int(len(ordered) * 0.99)] / 1000
+    return Timing(sum(ordered) / len(ordered) / 1000, ordered[len(ordered) // 2] / 1000,
+                  ordered[int(len(ordered) * 0.99)] / 1000)
 
 
-def timed(call, n: int, paced: bool) -> tuple[float, float]:
+def timed(call, n: int, paced: bool) -> Timing:
     durations, clock = [], time.perf_counter_ns
     for i in range(n):
         start = clock()
@@ -74,10 +84,10 @@ def bench_record(settings: Settings, calls: int, tmp: Path) -> None:
 
         print(f"record() per call, broker up ({calls} calls each)")
         for label, paced, n in (("tight loop", False, calls), ("paced", True, min(calls, 20_000))):
-            b_mean, b_p99 = timed(bare, n, paced)
+            b_mean, _, b_p99 = timed(bare, n, paced)
             assert producer.flush(60) == 0
             started = time.perf_counter()
-            r_mean, r_p99 = timed(record, n, paced)
+            r_mean, _, r_p99 = timed(record, n, paced)
             assert fuse.flush(120)
             # The sender's work (event_id, Avro encode, produce) is off the caller's path but not free.
             drained = n / (time.perf_counter() - started)
@@ -97,7 +107,7 @@ def bench_record(settings: Settings, calls: int, tmp: Path) -> None:
         print("record() per call, broker down (spooling)")
         for label, paced, n in (("tight loop", False, calls), ("paced", True, min(calls, 20_000))):
             before = fuse.stats["spooled"]
-            r_mean, r_p99 = timed(lambda i: fuse.record("gpt-4o", 812, 95), n, paced)
+            r_mean, _, r_p99 = timed(lambda i: fuse.record("gpt-4o", 812, 95), n, paced)
             assert wait_until(lambda: fuse.flush(0).in_memory == 0, 120)  # all on disk
             print(f"  {label:10s} record(): mean {r_mean:6.2f} µs  p99 {r_p99:6.2f} µs  "
                   f"(spooled {fuse.stats['spooled'] - before} of {n})")
@@ -119,9 +129,10 @@ def bench_local_counting(settings: Settings, calls: int, tmp: Path) -> None:
             assert fuse.flush(120)
     print("record() inside a run: local counting for a run:* budget vs no budget (same run)")
     for k, label in enumerate(("tight loop", "paced")):
-        (b_mean, b_p99), (r_mean, r_p99) = results["no budget"][k], results["run budget"][k]
-        print(f"  {label:10s} with budget: mean {r_mean:6.2f} µs  p99 {r_p99:6.2f} µs | no budget: "
-              f"mean {b_mean:6.2f} µs  p99 {b_p99:6.2f} µs | ratio mean {r_mean / b_mean:4.2f}  p99 {r_p99 / b_p99:4.2f}")
+        b, r = results["no budget"][k], results["run budget"][k]
+        print(f"  {label:10s} with budget: mean {r.mean:6.2f} µs  p50 {r.p50:6.2f} µs  p99 {r.p99:6.2f} µs | "
+              f"no budget: mean {b.mean:6.2f} µs  p50 {b.p50:6.2f} µs  p99 {b.p99:6.2f} µs | "
+              f"ratio mean {r.mean / b.mean:4.2f}  p50 {r.p50 / b.p50:4.2f}  p99 {r.p99 / b.p99:4.2f}")
 
 
 def child(mode: str, bootstrap: str, prefix: str, key: str) -> None:

@@ -151,6 +151,15 @@ def test_a_rolling_window_forgets_spend_older_than_its_size():
     assert count.expired(T0 + 90_000)
 
 
+def test_a_tumbling_window_counts_into_the_worker_state_and_moves_on_at_its_end():
+    spec = parse_window("1h")
+    count = WindowCount(spec)
+    for ts in (T0, T0 + 1, T0 + HOUR - 1, T0 + HOUR, T0 + HOUR + 5):
+        count.add(ts, [1, 2, 0, 3, 1])
+    assert count.current(T0 + 10).totals == [3, 6, 0, 9, 3]
+    assert count.current(T0 + HOUR + 10).totals == [2, 4, 0, 6, 2]
+
+
 def test_a_calendar_window_follows_its_time_zone():
     spec = parse_window("day", "Asia/Tokyo")
     count = WindowCount(spec)

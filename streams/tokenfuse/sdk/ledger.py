@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from tokenfuse.errors import BudgetExceeded
 from tokenfuse.usage.pricing import PriceCatalog
-from tokenfuse.usage.windows import Window, WindowSpec, metric
+from tokenfuse.usage.windows import Window, WindowSpec, add_totals, metric
 from tokenfuse.worker.engine.rules import DEFAULT_THROTTLE_DELAY_MS, ActiveBudget, BudgetIndex, enforcement
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ class WindowCount:
     spec: WindowSpec
     state: Any = None
     last_ms: int = 0
+    # A kind with discrete windows keeps each one's totals list in its state: the one added to
+    # last is added to directly while the time stays in it (record() pays for this path).
+    hot: Window | None = None
 
     def __post_init__(self) -> None:
         if self.state is None:
@@ -43,8 +46,14 @@ class WindowCount:
 
     def add(self, ts: int, vec: list[int]) -> None:
         """Add a totals vector ([input, output, cached, cost, events]) at time ts."""
-        self.last_ms = max(self.last_ms, ts)
-        self.spec.add(self.state, ts, vec, self.last_ms)
+        if ts > self.last_ms:
+            self.last_ms = ts
+        hot = self.hot
+        if hot is not None and hot.start <= ts < hot.end:
+            add_totals(hot.totals, vec)
+            return
+        if self.spec.add(self.state, ts, vec, self.last_ms) and not self.spec.re_arms:
+            self.hot = self.spec.window_at(self.state, ts)
 
     def current(self, now_ms: int) -> Window:
         return self.spec.window_at(self.state, now_ms)
