@@ -37,8 +37,8 @@ class FuseOptions(BaseModel):
         "brokers are seen down.")
     spool_dir: Path | None = Field(None, description="Local disk spool; default <data_dir>/spool/<agent>.")
     spool_max_bytes: int = Field(256 * 1024 * 1024, ge=4096, description="Disk bound of the spool.")
-    close_timeout_s: float = Field(5.0, ge=0, description="How long close()/exit waits for the broker "
-                                   "before spooling what is left.")
+    close_timeout_s: float = Field(5.0, ge=0, description="How long close()/exit delivers (new events "
+                                   "and the spool) before leaving the rest on disk.")
 
     local_budgets: bool = Field(
         True, description="Follow the budgets topic and enforce run budgets and the local_scopes "
