@@ -119,6 +119,7 @@ class LocalLedger:
         self._load_catalog = load_catalog
         self.catalog: PriceCatalog | None = None
         self.watched: frozenset[str] = frozenset()  # kinds some local budget targets: record() skips the rest
+        self._budgets: list[Mapping[str, Any]] = []  # the local ones, as the topic has them
         self._index = BudgetIndex([])
         self._watches: dict[str, Watch] = {}  # scope key -> what watches it (a cache, rebuilt freely)
         self._counts: dict[tuple[str, WindowSpec], WindowCount] = {}
@@ -137,7 +138,7 @@ class LocalLedger:
         if self.catalog is None and any(b["metric"] == "cost_micro_usd" for b in local):
             self.catalog = self._load_catalog()  # on the feed's thread, never on a caller's
         with self._lock:
-            self._index = index
+            self._budgets, self._index = local, index
             self._watches = {}
             watched = frozenset(b["scope"].partition(":")[0] for b in local if b["id"] not in index.rejected)
             self.watched = RUN_ONLY if watched == RUN_ONLY else watched
@@ -196,6 +197,7 @@ class LocalLedger:
                         len(self._counts) - len(keep), self.max_scopes)
             self._counts = dict(keep)
         self._watches = {}
+        self._index = BudgetIndex(self._budgets)  # it caches every scope asked about: start afresh
         self._warned = set()
 
     # -- check() ---------------------------------------------------------------------------------
