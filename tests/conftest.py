@@ -8,18 +8,17 @@ never pass as green.
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.brokers import Cluster, LocalBroker
 from tests.helpers import free_port
 from tokenfuse.config import Settings
 from tokenfuse.errors import BrokerUnavailable
 from tokenfuse.kafka.topics import create_topics, delete_topics, ensure_broker
 
-REPO = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("TOKENFUSE_TEST_BOOTSTRAP", "127.0.0.1:9092")
 
 
@@ -41,21 +40,25 @@ def broker() -> str:
     return BOOTSTRAP
 
 
-@pytest.fixture
-def settings(broker: str, tmp_path: Path) -> Settings:
-    """Settings with uuid-named topics and consumer group, so tests never share state.
-    Topics are created before and deleted after the test."""
+def unique_settings(bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings with uuid-named topics and consumer group, so tests never share state."""
     tag = uuid.uuid4().hex[:10]
-    s = Settings(
-        bootstrap_servers=broker,
+    return Settings(
+        bootstrap_servers=bootstrap,
         topic_prefix=f"test-{tag}",
         app_id=f"test-{tag}-worker",
         partitions=2,
         data_dir=tmp_path / "data",
-        control_key="test-control-key-" + tag,
+        control_key="test-control-key-" + uuid.uuid4().hex,  # 49 bytes: keys need 32
         web_port=0,
         sink_port=free_port(),
     )
+
+
+@pytest.fixture
+def settings(broker: str, tmp_path: Path) -> Settings:
+    """unique_settings on the shared broker. Topics are created before and deleted after the test."""
+    s = unique_settings(broker, tmp_path)
     create_topics(s)
     yield s
     if not os.environ.get("TOKENFUSE_TEST_KEEP_TOPICS"):  # keep them to inspect a failure
@@ -63,22 +66,30 @@ def settings(broker: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def private_broker(tmp_path_factory) -> str:
-    """A broker of the test's own on a free port, for tests that stop and start it.
-    Shares the jars of the main broker's home when present. Yields its bootstrap address."""
-    port = free_port(pair=True)
-    home = tmp_path_factory.mktemp("kafka")
-    env = {**os.environ, "TOKENFUSE_KAFKA_HOME": str(home), "TOKENFUSE_KAFKA_PORT": str(port)}
-    shared_libs = REPO / ".tokenfuse" / "kafka" / "libs"
-    if (shared_libs / ".complete").exists():
-        env["TOKENFUSE_KAFKA_LIBS"] = str(shared_libs)
-    script = REPO / "deploy" / "kafka" / "kafka.sh"
-
-    def run(cmd: str) -> None:
-        subprocess.run([str(script), cmd], env=env, check=True, capture_output=True, timeout=120)
-
-    run("start")
-    broker = type("PrivateBroker", (), {"bootstrap": f"127.0.0.1:{port}", "start": lambda self: run("start"),
-                                         "stop": lambda self: run("stop")})()
+def private_broker(tmp_path_factory) -> LocalBroker:
+    """A broker of the test's own on a free port, for tests that stop and start it."""
+    broker = LocalBroker(tmp_path_factory.mktemp("kafka"))
+    broker.start()
     yield broker
-    run("stop")
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def secured_broker(tmp_path_factory) -> LocalBroker:
+    """One secured broker (TLS, SCRAM user per role, StandardAuthorizer) for the whole session."""
+    broker = LocalBroker(tmp_path_factory.mktemp("kafka-secure"), secure=True)
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def secured_cluster(secured_broker: LocalBroker, tmp_path: Path) -> Cluster:
+    """This test's topics on the secured broker, with the role ACLs for its prefix and app id;
+    `cluster.role("runtime")` etc. are the settings each role connects with."""
+    admin = secured_broker.role_settings("admin", unique_settings(secured_broker.bootstrap, tmp_path))
+    cluster = Cluster(admin, secured_broker).create()
+    yield cluster
+    cluster.delete()

@@ -1,19 +1,37 @@
 #!/usr/bin/env bash
 # A local single-node Apache Kafka broker (KRaft) on 127.0.0.1 for the demo and tests.
-#   deploy/kafka/kafka.sh start|stop|status|fetch
+#   deploy/kafka/kafka.sh start|stop|status|fetch [--secure]
 # State lives in $TOKENFUSE_KAFKA_HOME (default .tokenfuse/kafka in the current directory); the
 # broker listens on $TOKENFUSE_KAFKA_PORT (default 9092), its controller on the port after it.
 # The jars come from Maven Central through pom.xml and are cached in ~/.m2.
+#
+# --secure (or TOKENFUSE_KAFKA_SECURE=1): TLS + SASL SCRAM with least-privilege ACLs, in its own
+# home (default .tokenfuse/kafka-secure) on port 9094 by default. The first start generates a CA
+# and the broker's certificate, one SCRAM user per tokenfuse role plus `admin` (the only super
+# user), and writes <home>/secure/<role>.env: the TOKENFUSE_* settings of each role. Each start
+# then creates the topics and applies the ACLs of tokenfuse/kafka/acls.py as admin (for
+# $TOKENFUSE_TOPIC_PREFIX and $TOKENFUSE_APP_ID, like every tokenfuse command). See docs/security.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-home=${TOKENFUSE_KAFKA_HOME:-$PWD/.tokenfuse/kafka}
-libs=${TOKENFUSE_KAFKA_LIBS:-$home/libs}
+action=${1:-}
+secure=${TOKENFUSE_KAFKA_SECURE:-0}
+[[ ${2:-} == --secure ]] && secure=1
+[[ $secure == 0 || $secure == 1 ]] || { echo "kafka.sh: TOKENFUSE_KAFKA_SECURE must be 0 or 1" >&2; exit 2; }
+base=$PWD/.tokenfuse/kafka
+if ((secure)); then
+  home=${TOKENFUSE_KAFKA_HOME:-$base-secure}; port=${TOKENFUSE_KAFKA_PORT:-9094}
+else
+  home=${TOKENFUSE_KAFKA_HOME:-$base}; port=${TOKENFUSE_KAFKA_PORT:-9092}
+fi
+libs=${TOKENFUSE_KAFKA_LIBS:-$([[ -n ${TOKENFUSE_KAFKA_HOME:-} ]] && echo "$home/libs" || echo "$base/libs")}
 data=$home/data
+secrets=$home/secure
 pidfile=$home/kafka.pid
 log=$home/server.log
 heap=${TOKENFUSE_KAFKA_HEAP:-512m}
 timeout=${TOKENFUSE_KAFKA_START_TIMEOUT:-90}
-port=${TOKENFUSE_KAFKA_PORT:-9092}
+python=${TOKENFUSE_PYTHON:-python3}
+roles=(runtime worker sink operator dashboard)  # tokenfuse/kafka/acls.py ROLES (a test checks they agree)
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 
@@ -34,12 +52,99 @@ fetch() {
 
 running() { [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
+# Secrets of the secured mode, made once per home: a CA, the broker's key and certificate (PKCS12
+# keystore), and random passwords for admin and each role. Files readable by their owner only.
+make_secrets() {
+  [[ -f $secrets/.complete ]] && return
+  command -v openssl >/dev/null || die "openssl is required for --secure (install openssl)"
+  rm -rf "$secrets"; mkdir -p "$secrets"; chmod 700 "$secrets"
+  local s=$secrets
+  openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=tokenfuse local CA" \
+    -keyout "$s/ca.key" -out "$s/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$s/broker.key" -out "$s/broker.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' > "$s/broker.ext"
+  openssl x509 -req -in "$s/broker.csr" -CA "$s/ca.pem" -CAkey "$s/ca.key" -CAcreateserial -days 825 \
+    -extfile "$s/broker.ext" -out "$s/broker.pem" 2>/dev/null
+  openssl rand -hex 24 > "$s/store.password"
+  openssl pkcs12 -export -in "$s/broker.pem" -inkey "$s/broker.key" -name broker \
+    -passout "file:$s/store.password" -out "$s/broker.p12"
+  local user
+  for user in admin "${roles[@]}"; do openssl rand -hex 24 > "$s/$user.password"; done
+  chmod 600 "$s"/*
+  touch "$s/.complete"
+}
+
+# <home>/secure/<role>.env: what a process of that role needs to connect (`set -a; . worker.env`).
+write_env_files() {
+  local user name
+  for user in admin "${roles[@]}"; do
+    name=$([[ $user == admin ]] && echo admin || echo "tokenfuse-$user")
+    cat > "$secrets/$user.env" <<ENV
+TOKENFUSE_BOOTSTRAP_SERVERS=127.0.0.1:$port
+TOKENFUSE_SECURITY_PROTOCOL=SASL_SSL
+TOKENFUSE_SASL_MECHANISM=SCRAM-SHA-512
+TOKENFUSE_SASL_USERNAME=$name
+TOKENFUSE_SASL_PASSWORD=$(cat "$secrets/$user.password")
+TOKENFUSE_SSL_CA_FILE=$secrets/ca.pem
+ENV
+    chmod 600 "$secrets/$user.env"
+  done
+}
+
+# Both SCRAM mechanisms for admin and for each role's user, written into the metadata log at format.
+scram_args() {
+  local user name mech
+  for user in admin "${roles[@]}"; do
+    name=$([[ $user == admin ]] && echo admin || echo "tokenfuse-$user")
+    for mech in SCRAM-SHA-512 SCRAM-SHA-256; do
+      printf -- '--add-scram\0%s=[name=%s,password=%s]\0' "$mech" "$name" "$(cat "$secrets/$user.password")"
+    done
+  done
+}
+
+write_config() {
+  local mode=plaintext admin_password="" store_password=""
+  if ((secure)); then
+    mode=secure admin_password=$(cat "$secrets/admin.password") store_password=$(cat "$secrets/store.password")
+  fi
+  (umask 077; cat "$here/server.properties" "$here/$mode.properties" | sed -e "s#@LOG_DIRS@#$data#" \
+    -e "s#@CONTROLLER_PORT@#$((port + 1))#g" -e "s#@PORT@#$port#g" -e "s#@SECRETS@#$secrets#g" \
+    -e "s#@ADMIN_PASSWORD@#$admin_password#g" -e "s#@STORE_PASSWORD@#$store_password#g" > "$home/server.properties")
+}
+
+format() {
+  [[ -f $data/meta.properties ]] && return
+  local extra=()
+  if ((secure)); then mapfile -d '' extra < <(scram_args); fi
+  java -cp "$libs/*" kafka.tools.StorageTool format --standalone --ignore-formatted \
+    -t "$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid)" "${extra[@]}" \
+    -c "$home/server.properties" >"$home/format.log" 2>&1 || { cat "$home/format.log" >&2; die "storage format failed"; }
+}
+
+# As admin: the topics and every role's ACLs (tokenfuse topics create / topics acls --apply).
+setup_secure() {
+  local pythonpath=${PYTHONPATH:-}
+  [[ -d $here/../../streams/tokenfuse ]] && pythonpath=$here/../../streams${pythonpath:+:$pythonpath}
+  local cmd
+  for cmd in create "acls --apply"; do
+    # shellcheck disable=SC2086  # $cmd is two words on purpose
+    (set -a; . "$secrets/admin.env"; PYTHONPATH=$pythonpath "$python" -m tokenfuse.cli.main topics $cmd) >&2 \
+      || die "tokenfuse topics $cmd failed as admin (see above)"
+  done
+}
+
 start() {
   if running; then echo "kafka.sh: already running (pid $(cat "$pidfile"))"; return; fi
   fetch
   mkdir -p "$data"
-  sed -e "s#@LOG_DIRS@#$data#" -e "s#@CONTROLLER_PORT@#$((port + 1))#g" -e "s#@PORT@#$port#g" \
-    "$here/server.properties" > "$home/server.properties"
+  if ((secure)); then
+    [[ -f $data/meta.properties && ! -f $secrets/.complete ]] \
+      && die "$home holds a broker formatted without --secure; use another TOKENFUSE_KAFKA_HOME"
+    make_secrets; write_env_files
+  elif [[ -d $secrets ]]; then
+    die "$home holds a secured broker; start it with --secure"
+  fi
+  write_config
   cat > "$home/log4j2.yaml" <<YAML
 Configuration:
   Appenders:
@@ -52,11 +157,7 @@ Configuration:
       - {name: kafka.server.KafkaRaftServer, level: INFO}
       - {name: kafka.server.BrokerServer, level: INFO}
 YAML
-  if [[ ! -f $data/meta.properties ]]; then
-    java -cp "$libs/*" kafka.tools.StorageTool format --standalone --ignore-formatted \
-      -t "$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid)" \
-      -c "$home/server.properties" >"$home/format.log" 2>&1 || { cat "$home/format.log" >&2; die "storage format failed"; }
-  fi
+  format
   : > "$log"
   nohup java -Xms"$heap" -Xmx"$heap" -XX:+UseG1GC \
     -Dlog4j2.configurationFile="$home/log4j2.yaml" \
@@ -64,7 +165,13 @@ YAML
   echo $! > "$pidfile"
   for ((i = 0; i < timeout * 10; i++)); do
     if grep -q "Kafka Server started" "$log"; then
-      echo "kafka.sh: broker up on 127.0.0.1:$port (pid $(cat "$pidfile"), log $log)"; return
+      if ((secure)); then
+        setup_secure
+        echo "kafka.sh: secured broker up on SASL_SSL 127.0.0.1:$port (pid $(cat "$pidfile")); settings per role in $secrets/<role>.env"
+      else
+        echo "kafka.sh: broker up on 127.0.0.1:$port (pid $(cat "$pidfile"), log $log)"
+      fi
+      return
     fi
     running || { tail -n 30 "$log" >&2; die "broker exited during start-up"; }
     sleep 0.1
@@ -85,10 +192,10 @@ status() {
   if running; then echo "kafka.sh: running (pid $(cat "$pidfile"))"; else echo "kafka.sh: not running"; return 1; fi
 }
 
-case "${1:-}" in
+case "$action" in
   start) start ;;
   stop) stop ;;
   status) status ;;
   fetch) fetch ;;
-  *) echo "usage: $0 start|stop|status|fetch" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|fetch [--secure]" >&2; exit 2 ;;
 esac

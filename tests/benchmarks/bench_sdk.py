@@ -101,7 +101,7 @@ def bench_record(settings: Settings, calls: int, tmp: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"  # closed again: nothing listens there
-    down = Settings(bootstrap_servers=dead, topic_prefix=settings.topic_prefix, control_key="bench")
+    down = Settings(bootstrap_servers=dead, topic_prefix=settings.topic_prefix, control_key="bench-" + "0" * 32)
     with Fuse(down, FuseOptions(agent="bench", spool_dir=tmp / "spool-down", close_timeout_s=0)) as fuse:
         assert wait_until(lambda: fuse._reporter._broker_down, 10), "the producer never saw the broker down"
         print("record() per call, broker down (spooling)")

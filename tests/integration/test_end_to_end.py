@@ -1,5 +1,6 @@
 """Issue 2's end-to-end test: SDK → real broker → worker → kill switch, and → sink → embedded
-ClickHouse, with a malformed message on the way."""
+ClickHouse, with a malformed message on the way. It runs on the shared plaintext broker and on a
+secured one (SASL_SSL, SCRAM), where each role connects with its own user and only its ACLs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from tests.brokers import Cluster
 from tests.helpers import UsageProducer, publish_budget, read_all
 from tokenfuse.errors import BudgetExceeded
 from tokenfuse.kafka.follow import wait_until
@@ -25,10 +27,17 @@ def sql(settings, query):
     return json.loads(result.stdout)
 
 
+@pytest.fixture(params=["plaintext", "sasl_ssl"])
+def cluster(request) -> Cluster:
+    if request.param == "plaintext":
+        return Cluster(request.getfixturevalue("settings"))
+    return request.getfixturevalue("secured_cluster")
+
+
 @pytest.fixture
-def pipeline(settings, tmp_path):
-    with RoleProcess("sink", settings, tmp_path / "sink.log"), \
-            RoleProcess("worker", settings, tmp_path / "worker.log"):
+def pipeline(cluster, tmp_path):
+    with RoleProcess("sink", cluster.role("sink"), tmp_path / "sink.log"), \
+            RoleProcess("worker", cluster.role("worker"), tmp_path / "worker.log"):
         yield
 
 
@@ -40,9 +49,11 @@ def blocked(fuse: Fuse) -> bool:
         return True
 
 
-def test_runaway_blocked_in_its_runtime_and_history_holds_every_event_once(settings, pipeline, tmp_path):
-    publish_budget(settings, id="per-agent", scope="agent:*", metric="total_tokens", window="1h", limit=5000)
-    fuses = {name: Fuse(settings, FuseOptions(org="acme", team="search", agent=name, spool_dir=tmp_path / name))
+def test_runaway_blocked_in_its_runtime_and_history_holds_every_event_once(cluster, pipeline, tmp_path):
+    settings, runtime = cluster.settings, cluster.role("runtime")
+    publish_budget(cluster.role("operator"), id="per-agent", scope="agent:*", metric="total_tokens", window="1h",
+                   limit=5000)
+    fuses = {name: Fuse(runtime, FuseOptions(org="acme", team="search", agent=name, spool_dir=tmp_path / name))
              for name in ("alpha", "beta", "runaway")}
     try:
         for fuse in fuses.values():
@@ -52,7 +63,7 @@ def test_runaway_blocked_in_its_runtime_and_history_holds_every_event_once(setti
             for name, fuse in fuses.items():
                 fuse.record("gpt-4o-mini", input_tokens=1000 if name == "runaway" else 300, output_tokens=100)
                 calls[name] += 1
-        bad = UsageProducer(settings)
+        bad = UsageProducer(runtime)
         bad.send_raw(b"mallory", b"\x00garbage that is not a usage event")
         bad.flush()
         fuses["runaway"].record("gpt-4o-mini", input_tokens=1000, output_tokens=100)  # 5500: crosses 5000
@@ -65,8 +76,9 @@ def test_runaway_blocked_in_its_runtime_and_history_holds_every_event_once(setti
         assert not blocked(fuses["alpha"]) and not blocked(fuses["beta"])
 
         expected = sum(calls.values())
-        assert wait_until(lambda: sql(settings, "SELECT count() AS n FROM usage_events")[0]["n"] >= expected, 30)
-        rows = sql(settings, "SELECT agent, count() AS n, uniqExact(event_id) AS ids, "
+        history = cluster.role("sink")
+        assert wait_until(lambda: sql(history, "SELECT count() AS n FROM usage_events")[0]["n"] >= expected, 30)
+        rows = sql(history, "SELECT agent, count() AS n, uniqExact(event_id) AS ids, "
                              "sum(input_tokens) AS input FROM usage_events GROUP BY agent ORDER BY agent")
         assert [(r["agent"], int(r["n"]), int(r["ids"])) for r in rows] == [
             ("alpha", 4, 4), ("beta", 4, 4), ("runaway", 5, 5)]

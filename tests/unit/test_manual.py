@@ -22,7 +22,7 @@ def test_bad_until_is_a_clear_error(until, message):
 @pytest.mark.parametrize("scope, message", [("agent:*", "not a '\\*' pattern"), ("planet:x", "must be 'global'")])
 def test_manual_states_name_one_valid_scope(scope, message):
     with pytest.raises(ConfigError, match=message):
-        publish_manual_state(Settings(control_key="k"), scope, "block", "test")
+        publish_manual_state(Settings(control_key="k" * 32), scope, "block", "test")
 
 
 def test_manual_states_need_the_signing_key():

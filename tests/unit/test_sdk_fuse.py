@@ -8,7 +8,7 @@ from tokenfuse.config import Settings
 from tokenfuse.errors import ConfigError
 from tokenfuse.sdk import Fuse, FuseOptions
 
-NOWHERE = Settings(bootstrap_servers="127.0.0.1:1", topic_prefix="unit", control_key="k")
+NOWHERE = Settings(bootstrap_servers="127.0.0.1:1", topic_prefix="unit", control_key="k" * 32)
 
 
 def test_a_fuse_without_a_control_key_is_a_config_error(tmp_path):

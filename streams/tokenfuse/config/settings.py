@@ -8,16 +8,28 @@ reported all at once as a ConfigError.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokenfuse.errors import ConfigError
+from tokenfuse.kafka.security import librdkafka_security
 
 
 _KAFKA_LOG = logging.getLogger("tokenfuse.kafka")
+
+# An HMAC key shorter than its hash's 32-byte output weakens every signature made with it.
+CONTROL_KEY_MIN_BYTES = 32
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+# Which settings each protocol family uses; setting one the protocol ignores is an error.
+SASL_FIELDS = ("sasl_mechanism", "sasl_username", "sasl_password")
+SSL_FIELDS = ("ssl_ca_file", "ssl_cert_file", "ssl_key_file", "ssl_key_password")
+_PROTOCOLS_USING = {"sasl": ("SASL_PLAINTEXT", "SASL_SSL"), "ssl": ("SSL", "SASL_SSL")}
 
 
 class Settings(BaseModel):
@@ -41,7 +53,8 @@ class Settings(BaseModel):
     sink_batch_rows: int = Field(5000, ge=1, description="The sink inserts when this many records wait...")
     sink_batch_seconds: float = Field(1.0, gt=0, description="...or when the oldest waited this long.")
     history_retention_days: int = Field(400, ge=1, le=36500, description="Raw usage events are kept this long.")
-    control_key: SecretStr | None = Field(None, description="HMAC key that signs control states.")
+    control_key: SecretStr | None = Field(
+        None, description=f"HMAC key that signs control states; at least {CONTROL_KEY_MIN_BYTES} bytes.")
     control_key_id: str = Field("default", description="Name of the signing key, for rotation.")
     app_id: str = Field("tokenfuse-worker", description="Faust app id = consumer group.")
     web_host: str = Field("127.0.0.1", description="The worker's web server (metrics, /sql).")
@@ -63,6 +76,70 @@ class Settings(BaseModel):
         description="Windows the worker keeps totals for from the start; budgets may use these. "
         "Calendar windows in other time zones are tracked from when a budget first names them.",
     )
+
+    # Kafka security: one set for every client (SDK, worker, sink, CLI); translated per client
+    # library by tokenfuse.kafka.security. Settings that the protocol would ignore are errors, so
+    # a half-configured client never silently connects in plaintext.
+    security_protocol: SecurityProtocol = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    sasl_mechanism: SaslMechanism | None = Field(
+        None, validate_default=True, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols).")
+    sasl_username: str | None = Field(None, validate_default=True, description="SASL user (SASL protocols).")
+    sasl_password: SecretStr | None = Field(None, validate_default=True, description="SASL password (a secret).")
+    ssl_ca_file: Path | None = Field(
+        None, validate_default=True, description="PEM CA bundle that signed the brokers' certificates "
+        "(SSL protocols); unset = the system's CAs.")
+    ssl_cert_file: Path | None = Field(
+        None, validate_default=True, description="PEM client certificate, for brokers that require TLS client auth.")
+    ssl_key_file: Path | None = Field(None, validate_default=True, description="PEM private key of ssl_cert_file.")
+    ssl_key_password: SecretStr | None = Field(
+        None, validate_default=True, description="Password of an encrypted ssl_key_file (a secret).")
+
+    @field_validator("control_key")
+    @classmethod
+    def _key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        """Every role refuses a short key at start-up, not only the ones that sign with it."""
+        if value is not None and len(value.get_secret_value().encode()) < CONTROL_KEY_MIN_BYTES:
+            raise ValueError(f"must be at least {CONTROL_KEY_MIN_BYTES} bytes "
+                             f"(generate one with `openssl rand -hex 32`)")
+        return value
+
+    @field_validator(*SASL_FIELDS, *SSL_FIELDS)
+    @classmethod
+    def _used_by_protocol(cls, value: Any, info: ValidationInfo) -> Any:
+        protocol = info.data.get("security_protocol")
+        if protocol is None:  # the protocol itself is invalid: reported on its own
+            return value
+        family = "sasl" if info.field_name in SASL_FIELDS else "ssl"
+        used = protocol in _PROTOCOLS_USING[family]
+        if value is not None and not used:
+            raise ValueError(f"set, but TOKENFUSE_SECURITY_PROTOCOL={protocol} does not use it "
+                             f"(one of {', '.join(_PROTOCOLS_USING[family])} does)")
+        if value is None and used and family == "sasl":
+            raise ValueError(f"required with TOKENFUSE_SECURITY_PROTOCOL={protocol}")
+        return value
+
+    @field_validator("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value.is_file() and os.access(value, os.R_OK)):
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
+    @field_validator("ssl_key_file")
+    @classmethod
+    def _cert_with_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if "ssl_cert_file" not in info.data:  # the certificate is invalid: reported on its own
+            return value
+        if (value is None) != (info.data["ssl_cert_file"] is None):
+            raise ValueError("TOKENFUSE_SSL_CERT_FILE and TOKENFUSE_SSL_KEY_FILE go together")
+        return value
+
+    @field_validator("ssl_key_password")
+    @classmethod
+    def _password_with_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and info.data.get("ssl_key_file", value) is None:
+            raise ValueError("set, but there is no TOKENFUSE_SSL_KEY_FILE")
+        return value
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -103,7 +180,7 @@ class Settings(BaseModel):
     def kafka_config(self) -> dict[str, str]:
         """confluent-kafka settings shared by every client of ours. librdkafka's own log lines go
         through Python logging ("tokenfuse.kafka"), so an application decides what it shows."""
-        return {"bootstrap.servers": self.bootstrap_servers, "logger": _KAFKA_LOG}
+        return {"bootstrap.servers": self.bootstrap_servers, "logger": _KAFKA_LOG, **librdkafka_security(self)}
 
 
 def config_error(exc: ValidationError, env_prefix: str = "") -> ConfigError:
@@ -112,5 +189,6 @@ def config_error(exc: ValidationError, env_prefix: str = "") -> ConfigError:
         field = ".".join(str(p) for p in err["loc"]) or "settings"
         if env_prefix:
             field = f"{env_prefix}{field.upper()}"
-        problems.append(f"{field}: {err['msg']}")
+        message = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
+        problems.append(f"{field}: {message}")
     return ConfigError("invalid settings:", problems)

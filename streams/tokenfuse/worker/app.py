@@ -18,6 +18,7 @@ import faust
 
 from tokenfuse.config import Settings
 from tokenfuse.config.roles import require
+from tokenfuse.kafka.security import faust_app_options
 from tokenfuse.usage.pricing import PriceCatalog
 from tokenfuse.usage.windows import WindowSpec, parse_window
 from tokenfuse.worker import faust_adapter
@@ -73,6 +74,7 @@ def faust_app(settings: Settings) -> faust.App:
         # A batch's deltas and changelog records leave in few produce requests, not 16 kB ones.
         producer_max_batch_size=1_000_000,
         autodiscover=False,
+        **faust_app_options(settings),
     )
     faust_adapter.install(app, settings.kafka_config)
     return app

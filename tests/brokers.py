@@ -1,0 +1,70 @@
+"""Brokers of a test's own, started with deploy/kafka/kafka.sh on free ports (sharing the jars of
+the repository's broker home when present): plain ones for tests that stop and start them, and
+a secured one (TLS, SCRAM users per role, ACLs) for the security tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.helpers import free_port
+from tokenfuse.config import Settings
+from tokenfuse.kafka.acls import apply_acls, principals, role_grants
+from tokenfuse.kafka.topics import create_topics, delete_topics
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
+
+
+class LocalBroker:
+    def __init__(self, home: Path, secure: bool = False):
+        self.home, self.secure = home, secure
+        self.port = free_port(pair=True)
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.env = {**os.environ, "TOKENFUSE_KAFKA_HOME": str(home), "TOKENFUSE_KAFKA_PORT": str(self.port),
+                    "TOKENFUSE_KAFKA_SECURE": "1" if secure else "0"}
+        shared_libs = REPO / ".tokenfuse" / "kafka" / "libs"
+        if (shared_libs / ".complete").exists():
+            self.env["TOKENFUSE_KAFKA_LIBS"] = str(shared_libs)
+
+    def _run(self, action: str) -> None:
+        result = subprocess.run([str(SCRIPT), action], env=self.env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"kafka.sh {action} failed:\n{result.stdout}\n{result.stderr}"
+
+    def start(self) -> None:
+        self._run("start")
+
+    def stop(self) -> None:
+        self._run("stop")
+
+    def role_settings(self, role: str, base: Settings) -> Settings:
+        """`base` connecting as a role (or `admin`) of the secured broker, with the settings that
+        kafka.sh wrote to <home>/secure/<role>.env."""
+        lines = (self.home / "secure" / f"{role}.env").read_text().splitlines()
+        fields = {k.removeprefix("TOKENFUSE_").lower(): v for k, v in (line.split("=", 1) for line in lines if line)}
+        return Settings(**{**base.model_dump(), **fields})
+
+
+@dataclass
+class Cluster:
+    """One test's topics on a broker, and the settings each role connects with. On a plaintext
+    broker every role connects as `settings`; on the secured one each with its own SCRAM user,
+    and the ACLs of tokenfuse/kafka/acls.py for this test's topic prefix and app id apply."""
+
+    settings: Settings  # the admin's (secured) or everyone's (plaintext)
+    broker: LocalBroker | None = None
+
+    def role(self, name: str) -> Settings:
+        return self.settings if self.broker is None else self.broker.role_settings(name, self.settings)
+
+    def create(self) -> "Cluster":
+        create_topics(self.settings)
+        if self.broker is not None:
+            apply_acls(self.settings, role_grants(self.settings), principals())
+        return self
+
+    def delete(self) -> None:
+        delete_topics(self.settings)
+
