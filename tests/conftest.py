@@ -8,13 +8,12 @@ never pass as green.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.brokers import Cluster, LocalBroker
-from tests.helpers import free_port
+from tests.helpers import unique_settings
 from tokenfuse.config import Settings
 from tokenfuse.errors import BrokerUnavailable
 from tokenfuse.kafka.topics import create_topics, delete_topics, ensure_broker
@@ -38,21 +37,6 @@ def broker() -> str:
             pytest.fail(f"CI requires the local broker: {exc}")
         pytest.skip(f"{exc}")
     return BOOTSTRAP
-
-
-def unique_settings(bootstrap: str, tmp_path: Path) -> Settings:
-    """Settings with uuid-named topics and consumer group, so tests never share state."""
-    tag = uuid.uuid4().hex[:10]
-    return Settings(
-        bootstrap_servers=bootstrap,
-        topic_prefix=f"test-{tag}",
-        app_id=f"test-{tag}-worker",
-        partitions=2,
-        data_dir=tmp_path / "data",
-        control_key="test-control-key-" + uuid.uuid4().hex,  # 49 bytes: keys need 32
-        web_port=0,
-        sink_port=free_port(),
-    )
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
@@ -28,6 +29,21 @@ def free_port(pair: bool = False) -> int:
                 return port
             except OSError:
                 continue
+
+
+def unique_settings(bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings with uuid-named topics and consumer group, so tests never share state."""
+    tag = uuid.uuid4().hex[:10]
+    return Settings(
+        bootstrap_servers=bootstrap,
+        topic_prefix=f"test-{tag}",
+        app_id=f"test-{tag}-worker",
+        partitions=2,
+        data_dir=tmp_path / "data",
+        control_key="test-control-key-" + uuid.uuid4().hex,  # 49 bytes: keys need 32
+        web_port=0,
+        sink_port=free_port(),
+    )
 
 
 def usage_event(agent: str, tokens: int, *, team: str = "search", org: str = "acme", when_ms: int | None = None,

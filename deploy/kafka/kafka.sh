@@ -156,6 +156,7 @@ Configuration:
       - {name: org.apache.kafka, level: WARN}
       - {name: kafka.server.KafkaRaftServer, level: INFO}
       - {name: kafka.server.BrokerServer, level: INFO}
+      - {name: kafka.authorizer.logger, level: INFO}  # secured mode: every denied request
 YAML
   format
   : > "$log"

@@ -14,7 +14,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tokenfuse.config import Settings
-from tokenfuse.errors import BrokerUnavailable
+from tokenfuse.errors import BrokerUnavailable, TokenfuseError
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 
@@ -59,15 +59,21 @@ def admin_client(settings: Settings) -> AdminClient:
 
 
 def ensure_broker(settings: Settings, timeout: float = 5.0) -> None:
-    """Raise BrokerUnavailable with a clear message if no broker answers within `timeout`."""
+    """Raise BrokerUnavailable with a clear message if no broker answers within `timeout`: why
+    the connection failed when librdkafka says (login refused, certificate not trusted, ...)."""
     # A quiet probe: librdkafka would log every failed connect attempt.
-    probe = AdminClient({**settings.kafka_config, "log_level": 0})
+    errors: list[KafkaError] = []
+    probe = AdminClient({**settings.kafka_config, "log_level": 0, "error_cb": errors.append})
     try:
         probe.list_topics(timeout=timeout)
     except KafkaException:
+        probe.poll(0)  # serves error_cb
+        why = next((e.str() for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN), "")
         raise BrokerUnavailable(
-            f"no Kafka broker answers at {settings.bootstrap_servers} "
-            "(start one with `deploy/kafka/kafka.sh start` or set TOKENFUSE_BOOTSTRAP_SERVERS)"
+            f"no Kafka broker answers at {settings.bootstrap_servers} over {settings.security_protocol}"
+            + (f" ({why})" if why else "")
+            + ": start one with `deploy/kafka/kafka.sh start` or set TOKENFUSE_BOOTSTRAP_SERVERS and the "
+            "security settings (docs/security.md)"
         ) from None
 
 
@@ -86,14 +92,18 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     if mismatched:
         raise BrokerUnavailable("topics exist with the wrong partition count: " + "; ".join(mismatched))
     new = [NewTopic(s.name, s.partitions, 1, config=s.config) for s in wanted if s.name not in existing]
-    created = []
+    created, failed = [], []
     for name, fut in (admin.create_topics(new, request_timeout=timeout).items() if new else []):
         try:
             fut.result()
             created.append(name)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+                failed.append(f"{name}: {exc.args[0].str()}")
+    if failed:
+        raise TokenfuseError(
+            f"creating topics at {settings.bootstrap_servers} failed: " + "; ".join(failed)
+            + " (on a cluster with ACLs, an admin creates them: `tokenfuse topics create`, docs/security.md)")
     _wait_for_leaders(admin, created, timeout)
     return created
 
