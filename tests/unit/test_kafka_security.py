@@ -134,3 +134,8 @@ def test_principals_default_to_the_local_brokers_users_and_can_be_overridden():
 def test_the_local_broker_script_creates_a_user_for_every_role():
     script = (REPO / "deploy" / "kafka" / "kafka.sh").read_text()
     assert tuple(re.search(r"^roles=\(([^)]*)\)", script, re.M).group(1).split()) == ROLES
+
+
+def test_empty_security_variables_count_as_unset_so_compose_can_pass_them_through():
+    settings = Settings.from_env(sasl_mechanism="", sasl_username="", sasl_password="", ssl_ca_file="")
+    assert settings.sasl_username is None and settings.ssl_ca_file is None

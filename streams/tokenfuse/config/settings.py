@@ -103,6 +103,12 @@ class Settings(BaseModel):
                              f"(generate one with `openssl rand -hex 32`)")
         return value
 
+    @field_validator(*SASL_FIELDS, *SSL_FIELDS, mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """So docker compose can pass `${TOKENFUSE_SASL_USERNAME:-}` through when it is not set."""
+        return None if value == "" else value
+
     @field_validator(*SASL_FIELDS, *SSL_FIELDS)
     @classmethod
     def _used_by_protocol(cls, value: Any, info: ValidationInfo) -> Any:
