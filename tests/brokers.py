@@ -8,20 +8,23 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from tests.helpers import free_port
 from tokenfuse.config import Settings
+from tokenfuse.config.settings import SASL_FIELDS, SSL_FIELDS
 from tokenfuse.kafka.acls import apply_acls, principals, role_grants
 from tokenfuse.kafka.topics import create_topics, delete_topics
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
+SECURITY_FIELDS = {"security_protocol", *SASL_FIELDS, *SSL_FIELDS}
 
 
 class LocalBroker:
     def __init__(self, home: Path, secure: bool = False):
         self.home, self.secure = home, secure
-        self.port = free_port(pair=True)
+        self.port = free_port(span=3)  # clients, controller, TLS client-auth listener (secured)
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.env = {**os.environ, "TOKENFUSE_KAFKA_HOME": str(home), "TOKENFUSE_KAFKA_PORT": str(self.port),
                     "TOKENFUSE_KAFKA_SECURE": "1" if secure else "0"}
@@ -41,23 +44,28 @@ class LocalBroker:
 
     def role_settings(self, role: str, base: Settings) -> Settings:
         """`base` connecting as a role (or `admin`) of the secured broker, with the settings that
-        kafka.sh wrote to <home>/secure/<role>.env."""
+        kafka.sh wrote to <home>/secure/<role>.env (`<role>-mtls`: with its client certificate)."""
         lines = (self.home / "secure" / f"{role}.env").read_text().splitlines()
         fields = {k.removeprefix("TOKENFUSE_").lower(): v for k, v in (line.split("=", 1) for line in lines if line)}
-        return Settings(**{**base.model_dump(), **fields})
+        kept = {k: v for k, v in base.model_dump().items() if k not in SECURITY_FIELDS}  # the role's own only
+        return Settings(**{**kept, **fields})
 
 
 @dataclass
 class Cluster:
     """One test's topics on a broker, and the settings each role connects with. On a plaintext
-    broker every role connects as `settings`; on the secured one each with its own SCRAM user,
-    and the ACLs of tokenfuse/kafka/acls.py for this test's topic prefix and app id apply."""
+    broker every role connects as `settings`; on the secured one each with its own SCRAM user
+    (`via="sasl"`) or client certificate (`via="mtls"`), and the ACLs of tokenfuse/kafka/acls.py
+    for this test's topic prefix and app id apply."""
 
     settings: Settings  # the admin's (secured) or everyone's (plaintext)
     broker: LocalBroker | None = None
+    via: Literal["sasl", "mtls"] = "sasl"
 
     def role(self, name: str) -> Settings:
-        return self.settings if self.broker is None else self.broker.role_settings(name, self.settings)
+        if self.broker is None:
+            return self.settings
+        return self.broker.role_settings(name if self.via == "sasl" else f"{name}-mtls", self.settings)
 
     def create(self) -> "Cluster":
         create_topics(self.settings)

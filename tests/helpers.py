@@ -14,21 +14,21 @@ from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
 
 
-def free_port(pair: bool = False) -> int:
-    """A free loopback port; with `pair`, one whose next port is free too (a broker's controller
-    listens there: CI once failed to start a private broker on a taken controller port)."""
+def free_port(span: int = 1) -> int:
+    """A free loopback port; with `span` > 1, one whose next span-1 ports are free too (a broker's
+    controller and other listeners go there: CI once failed to start a private broker on a taken
+    controller port)."""
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if not pair:
+        try:
+            for offset in range(1, span):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port + offset))
             return port
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
+        except OSError:
+            continue
 
 
 def unique_settings(bootstrap: str, tmp_path: Path) -> Settings:

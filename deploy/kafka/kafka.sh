@@ -6,9 +6,11 @@
 # The jars come from Maven Central through pom.xml and are cached in ~/.m2.
 #
 # --secure (or TOKENFUSE_KAFKA_SECURE=1): TLS + SASL SCRAM with least-privilege ACLs, in its own
-# home (default .tokenfuse/kafka-secure) on port 9094 by default. The first start generates a CA
-# and the broker's certificate, one SCRAM user per tokenfuse role plus `admin` (the only super
-# user), and writes <home>/secure/<role>.env: the TOKENFUSE_* settings of each role. Each start
+# home (default .tokenfuse/kafka-secure) on port 9094 by default, and a TLS client-auth listener
+# on $TOKENFUSE_KAFKA_MTLS_PORT (default: the port after the controller's). The first start
+# generates a CA, the broker's certificate, one SCRAM user and one client certificate per
+# tokenfuse role plus the SCRAM user `admin` (the only super user), and writes
+# <home>/secure/<role>.env and <role>-mtls.env: the TOKENFUSE_* settings of each role. Each start
 # then creates the topics and applies the ACLs of tokenfuse/kafka/acls.py as admin (for
 # $TOKENFUSE_TOPIC_PREFIX and $TOKENFUSE_APP_ID, like every tokenfuse command). See docs/security.md.
 set -euo pipefail
@@ -20,6 +22,7 @@ secure=${TOKENFUSE_KAFKA_SECURE:-0}
 base=$PWD/.tokenfuse/kafka
 if ((secure)); then
   home=${TOKENFUSE_KAFKA_HOME:-$base-secure}; port=${TOKENFUSE_KAFKA_PORT:-9094}
+  mtls_port=${TOKENFUSE_KAFKA_MTLS_PORT:-$((port + 2))}
 else
   home=${TOKENFUSE_KAFKA_HOME:-$base}; port=${TOKENFUSE_KAFKA_PORT:-9092}
 fi
@@ -70,11 +73,19 @@ make_secrets() {
     -passout "file:$s/store.password" -out "$s/broker.p12"
   local user
   for user in admin "${roles[@]}"; do openssl rand -hex 24 > "$s/$user.password"; done
+  # Client certificates for the TLS client-auth listener: subject CN=tokenfuse-<role>.
+  printf 'extendedKeyUsage=clientAuth\n' > "$s/client.ext"
+  for user in "${roles[@]}"; do
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=tokenfuse-$user" -keyout "$s/$user.key" -out "$s/$user.csr" 2>/dev/null
+    openssl x509 -req -in "$s/$user.csr" -CA "$s/ca.pem" -CAkey "$s/ca.key" -CAcreateserial -days 825 \
+      -extfile "$s/client.ext" -out "$s/$user.pem" 2>/dev/null
+  done
   chmod 600 "$s"/*
   touch "$s/.complete"
 }
 
-# <home>/secure/<role>.env: what a process of that role needs to connect (`set -a; . worker.env`).
+# <home>/secure/<role>.env: what a process of that role needs to connect (`set -a; . worker.env`)
+# with SASL SCRAM; <role>-mtls.env: the same with its TLS client certificate instead.
 write_env_files() {
   local user name
   for user in admin "${roles[@]}"; do
@@ -88,6 +99,15 @@ TOKENFUSE_SASL_PASSWORD=$(cat "$secrets/$user.password")
 TOKENFUSE_SSL_CA_FILE=$secrets/ca.pem
 ENV
     chmod 600 "$secrets/$user.env"
+    [[ $user == admin ]] && continue
+    cat > "$secrets/$user-mtls.env" <<ENV
+TOKENFUSE_BOOTSTRAP_SERVERS=127.0.0.1:$mtls_port
+TOKENFUSE_SECURITY_PROTOCOL=SSL
+TOKENFUSE_SSL_CA_FILE=$secrets/ca.pem
+TOKENFUSE_SSL_CERT_FILE=$secrets/$user.pem
+TOKENFUSE_SSL_KEY_FILE=$secrets/$user.key
+ENV
+    chmod 600 "$secrets/$user-mtls.env"
   done
 }
 
@@ -108,7 +128,8 @@ write_config() {
     mode=secure admin_password=$(cat "$secrets/admin.password") store_password=$(cat "$secrets/store.password")
   fi
   (umask 077; cat "$here/server.properties" "$here/$mode.properties" | sed -e "s#@LOG_DIRS@#$data#" \
-    -e "s#@CONTROLLER_PORT@#$((port + 1))#g" -e "s#@PORT@#$port#g" -e "s#@SECRETS@#$secrets#g" \
+    -e "s#@CONTROLLER_PORT@#$((port + 1))#g" -e "s#@MTLS_PORT@#${mtls_port:-}#g" -e "s#@PORT@#$port#g" \
+    -e "s#@SECRETS@#$secrets#g" \
     -e "s#@ADMIN_PASSWORD@#$admin_password#g" -e "s#@STORE_PASSWORD@#$store_password#g" > "$home/server.properties")
 }
 
@@ -168,7 +189,8 @@ YAML
     if grep -q "Kafka Server started" "$log"; then
       if ((secure)); then
         setup_secure
-        echo "kafka.sh: secured broker up on SASL_SSL 127.0.0.1:$port (pid $(cat "$pidfile")); settings per role in $secrets/<role>.env"
+        echo "kafka.sh: secured broker up on SASL_SSL 127.0.0.1:$port and TLS client auth 127.0.0.1:$mtls_port" \
+          "(pid $(cat "$pidfile")); settings per role in $secrets/<role>.env, <role>-mtls.env"
       else
         echo "kafka.sh: broker up on 127.0.0.1:$port (pid $(cat "$pidfile"), log $log)"
       fi

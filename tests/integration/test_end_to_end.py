@@ -1,9 +1,11 @@
 """Issue 2's end-to-end test: SDK → real broker → worker → kill switch, and → sink → embedded
 ClickHouse, with a malformed message on the way. It runs on the shared plaintext broker and on a
-secured one (SASL_SSL, SCRAM), where each role connects with its own user and only its ACLs."""
+secured one, where each role connects with its own SCRAM user over SASL_SSL, or with its own TLS
+client certificate, and has only its ACLs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -27,11 +29,12 @@ def sql(settings, query):
     return json.loads(result.stdout)
 
 
-@pytest.fixture(params=["plaintext", "sasl_ssl"])
+@pytest.fixture(params=["plaintext", "sasl_ssl", "ssl_client_certificates"])
 def cluster(request) -> Cluster:
     if request.param == "plaintext":
         return Cluster(request.getfixturevalue("settings"))
-    return request.getfixturevalue("secured_cluster")
+    secured = request.getfixturevalue("secured_cluster")
+    return secured if request.param == "sasl_ssl" else dataclasses.replace(secured, via="mtls")
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ with `tokenfuse topics acls --apply` as the admin, as an operator of a real clus
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -109,6 +110,19 @@ def test_each_role_may_do_what_the_acl_matrix_allows_and_nothing_else(cluster, r
         assert error is None, f"{role} could not {action} {topic}: {error}"
     else:
         assert error is not None and error.code() in DENIED, f"{role} could {action} {topic}: {error}"
+
+
+# The same principals through TLS client certificates (CN=tokenfuse-<role>) get the same rights.
+MTLS_MATRIX = [("runtime", "write", "usage", True), ("runtime", "write", "control", False),
+               ("sink", "read", "usage", True), ("sink", "write", "budgets", False)]
+
+
+@pytest.mark.parametrize("role, action, topic, allowed", MTLS_MATRIX,
+                         ids=[f"{r}-{'may' if ok else 'may-not'}-{a}-{t}" for r, a, t, ok in MTLS_MATRIX])
+def test_a_role_with_a_client_certificate_has_the_same_rights_as_with_its_password(
+        cluster, role, action, topic, allowed):
+    test_each_role_may_do_what_the_acl_matrix_allows_and_nothing_else(
+        dataclasses.replace(cluster, via="mtls"), role, action, topic, allowed)
 
 
 def test_a_wrong_password_or_a_plaintext_client_is_refused(cluster):
