@@ -24,23 +24,36 @@ SECURITY_FIELDS = {"security_protocol", *SASL_FIELDS, *SSL_FIELDS}
 class LocalBroker:
     def __init__(self, home: Path, secure: bool = False):
         self.home, self.secure = home, secure
-        self.port = free_port(span=3)  # clients, controller, TLS client-auth listener (secured)
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        self.env = {**os.environ, "TOKENFUSE_KAFKA_HOME": str(home), "TOKENFUSE_KAFKA_PORT": str(self.port),
-                    "TOKENFUSE_KAFKA_SECURE": "1" if secure else "0"}
+        self.started = False
+        self.env = {**os.environ, "TOKENFUSE_KAFKA_HOME": str(home), "TOKENFUSE_KAFKA_SECURE": "1" if secure else "0"}
         shared_libs = REPO / ".tokenfuse" / "kafka" / "libs"
         if (shared_libs / ".complete").exists():
             self.env["TOKENFUSE_KAFKA_LIBS"] = str(shared_libs)
+        self._pick_ports()
 
-    def _run(self, action: str) -> None:
-        result = subprocess.run([str(SCRIPT), action], env=self.env, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, f"kafka.sh {action} failed:\n{result.stdout}\n{result.stderr}"
+    def _pick_ports(self) -> None:
+        self.port = free_port(span=3)  # clients, controller, TLS client-auth listener (secured)
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.env["TOKENFUSE_KAFKA_PORT"] = str(self.port)
+
+    def _run(self, action: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(SCRIPT), action], env=self.env, capture_output=True, text=True, timeout=120)
 
     def start(self) -> None:
-        self._run("start")
+        """Start (or restart, on the same address). A free port can be taken by another process's
+        connection before the broker binds it (a busy shared machine): the first start then
+        retries on other ports."""
+        for _ in range(3):
+            result = self._run("start")
+            if result.returncode == 0 or self.started or "Address already in use" not in result.stderr:
+                break
+            self._pick_ports()
+        assert result.returncode == 0, f"kafka.sh start failed:\n{result.stdout}\n{result.stderr}"
+        self.started = True
 
     def stop(self) -> None:
-        self._run("stop")
+        result = self._run("stop")
+        assert result.returncode == 0, f"kafka.sh stop failed:\n{result.stdout}\n{result.stderr}"
 
     def role_settings(self, role: str, base: Settings) -> Settings:
         """`base` connecting as a role (or `admin`) of the secured broker, with the settings that
