@@ -29,6 +29,12 @@ def sql(settings, query):
     return json.loads(result.stdout)
 
 
+# TLS on every hop (runtime → worker's two stages and transactions → runtime) costs CPU: on the
+# shared 2-core dev machine 16 secured runs blocked in 0.4-1.0 s typically (plaintext 0.3-0.55 s),
+# but in 1.96 s and 2.85 s at load averages of 15-20, so they get a second more than plaintext.
+TLS_BLOCK_S = 3.0
+
+
 @pytest.fixture(params=["plaintext", "sasl_ssl", "ssl_client_certificates"])
 def cluster(request) -> Cluster:
     if request.param == "plaintext":
@@ -75,7 +81,7 @@ def test_runaway_blocked_in_its_runtime_and_history_holds_every_event_once(clust
             assert fuse.flush(10)
         crossed_at = time.monotonic()
         assert wait_until(lambda: blocked(fuses["runaway"]), timeout=10)
-        assert time.monotonic() - crossed_at < 2.0
+        assert time.monotonic() - crossed_at < (2.0 if cluster.broker is None else TLS_BLOCK_S)
         assert not blocked(fuses["alpha"]) and not blocked(fuses["beta"])
 
         expected = sum(calls.values())
