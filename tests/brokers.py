@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,7 +26,8 @@ class LocalBroker:
     def __init__(self, home: Path, secure: bool = False):
         self.home, self.secure = home, secure
         self.started = False
-        self.env = {**os.environ, "TOKENFUSE_KAFKA_HOME": str(home), "TOKENFUSE_KAFKA_SECURE": "1" if secure else "0"}
+        self.env = {**os.environ, "TOKENFUSE_KAFKA_HOME": str(home), "TOKENFUSE_KAFKA_SECURE": "1" if secure else "0",
+                    "TOKENFUSE_PYTHON": sys.executable}  # kafka.sh runs `tokenfuse topics` as admin
         shared_libs = REPO / ".tokenfuse" / "kafka" / "libs"
         if (shared_libs / ".complete").exists():
             self.env["TOKENFUSE_KAFKA_LIBS"] = str(shared_libs)

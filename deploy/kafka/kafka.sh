@@ -11,8 +11,9 @@
 # generates a CA, the broker's certificate, one SCRAM user and one client certificate per
 # tokenfuse role plus the SCRAM user `admin` (the only super user), and writes
 # <home>/secure/<role>.env and <role>-mtls.env: the TOKENFUSE_* settings of each role. Each start
-# then creates the topics and applies the ACLs of tokenfuse/kafka/acls.py as admin (for
-# $TOKENFUSE_TOPIC_PREFIX and $TOKENFUSE_APP_ID, like every tokenfuse command). See docs/security.md.
+# then creates the topics and applies the ACLs of tokenfuse/kafka/acls.py as admin, for
+# $TOKENFUSE_TOPIC_PREFIX and $TOKENFUSE_APP_ID like every tokenfuse command, with the Python of
+# $TOKENFUSE_PYTHON (default python3). See docs/security.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 action=${1:-}
