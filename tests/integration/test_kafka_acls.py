@@ -17,7 +17,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from tests.brokers import Cluster
 from tests.helpers import unique_settings
-from tokenfuse.errors import BrokerUnavailable
+from tokenfuse.errors import BrokerUnavailable, TokenfuseError
+from tokenfuse.kafka.acls import Grant, apply_acls, principals
 from tokenfuse.kafka.topics import create_topics, ensure_broker
 
 DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED}
@@ -133,3 +134,12 @@ def test_a_wrong_password_or_a_plaintext_client_is_refused(cluster):
     with pytest.raises(BrokerUnavailable):
         ensure_broker(unique_settings(runtime.bootstrap_servers, runtime.data_dir), timeout=2)
     ensure_broker(runtime, timeout=10)  # the right credentials connect
+
+
+@pytest.mark.parametrize("role", ["runtime", "worker", "operator"])
+def test_no_role_can_grant_itself_more_rights(cluster, role):
+    settings = cluster.role(role)
+    runtime_writes_control = [Grant("runtime", "WRITE", "topic", settings.topic("control"))]
+    with pytest.raises(TokenfuseError, match="CLUSTER_AUTHORIZATION_FAILED: these credentials may not"):
+        apply_acls(settings, runtime_writes_control, principals())
+    assert write(cluster.role("runtime"), "control").code() in DENIED

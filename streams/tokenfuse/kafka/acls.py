@@ -17,7 +17,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
                                    ResourcePatternType, ResourceType)
 
@@ -127,14 +127,22 @@ def apply_acls(settings: Settings, grants: list[Grant], who: dict[str, str], tim
     """Create the bindings (existing ones are left as they are); `settings` must carry admin
     credentials (a super user, or ALTER on the cluster). Returns how many bindings were sent."""
     bindings = [acl_binding(g, who[g.role]) for g in grants]
-    failures = []
+    failures: dict[str, list[str]] = {}  # reason -> the bindings it refused
     admin = AdminClient(settings.kafka_config)  # held until every future is done
     for binding, future in admin.create_acls(bindings, request_timeout=timeout).items():
         try:
             future.result()
         except KafkaException as exc:
-            failures.append(f"{binding.principal} {binding.operation.name} {binding.name}: {exc.args[0].str()}")
+            failures.setdefault(_reason(exc.args[0]), []).append(
+                f"{binding.principal} {binding.operation.name} {binding.name}")
     if failures:
-        raise TokenfuseError(f"creating {len(failures)} of {len(bindings)} ACLs failed at "
-                             f"{settings.bootstrap_servers}: " + "; ".join(failures[:5]))
+        raise TokenfuseError(f"creating ACLs at {settings.bootstrap_servers} failed: " + "; ".join(
+            f"{reason} ({len(refused)} of {len(bindings)}, e.g. {refused[0]})" for reason, refused in failures.items()))
     return len(bindings)
+
+
+def _reason(error: KafkaError) -> str:
+    # The broker's text for a refused CreateAcls is a dump of the request: name the cause instead.
+    if error.code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+        return "CLUSTER_AUTHORIZATION_FAILED: these credentials may not create ACLs (use an admin's)"
+    return f"{error.name()}: {error.str()}"
