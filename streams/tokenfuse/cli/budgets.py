@@ -1,4 +1,5 @@
-"""`tokenfuse budgets validate|apply|list|delete`: budgets as code on the compacted budgets topic."""
+"""`tokenfuse budgets validate|apply|list|delete|recommend`: budgets as code on the compacted budgets
+topic (recommend: cli/recommend.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     delete = actions.add_parser("delete", help="delete one budget by id")
     delete.add_argument("id")
     delete.set_defaults(handler=run_delete)
+    from tokenfuse.cli import recommend
+
+    recommend.register(actions)
 
 
 def run_validate(args: argparse.Namespace) -> int:

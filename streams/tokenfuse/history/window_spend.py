@@ -1,0 +1,105 @@
+"""Spend per scope and budget window over a lookback, from the rollups: what recommendations
+stand on.
+
+Windows are the budgets' own (tokenfuse.usage.windows): tumbling windows aligned to the epoch,
+calendar days and months in a time zone. The rollup read is the coarsest one the window is made
+of: usage_by_day for whole UTC days and months, usage_by_hour for whole hours and for calendar
+windows in another time zone (zones with half-hour offsets are read to the hour),
+usage_by_minute for whole minutes (kept 35 days). Only complete windows count; a window in which
+a scope spent nothing is a zero, from the scope's first window with usage on (before that the
+scope did not exist, as far as the lookback can tell). Every user value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenfuse.history.reports import METRICS, ReportError, Runner, scope_filter
+from tokenfuse.usage.windows import WindowSpec, parse_window
+
+MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
+MINUTE_ROLLUP_DAYS = 35
+# The start of a bucket's window, in epoch seconds: fixed SQL per window kind.
+_TUMBLING = "intDiv(toUnixTimestamp(bucket), {size_s:Int64}) * {size_s:Int64}"
+_DAY = "toUnixTimestamp(toStartOfDay(bucket, {tz:String}))"
+_MONTH = "toUnixTimestamp(toDateTime(toStartOfMonth(bucket, {tz:String}), {tz:String}))"
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The complete windows of a lookback: [starts[0], end) in steps of the window."""
+
+    spec: WindowSpec
+    starts: list[int]
+    end: int
+
+    @property
+    def mean_ms(self) -> float:
+        return (self.end - self.starts[0]) / len(self.starts)
+
+
+def complete_windows(window: str, timezone: str, lookback_ms: int, now_ms: int) -> Windows:
+    """The windows that started at or after now - lookback and ended by now."""
+    try:
+        spec = parse_window(window, timezone)
+    except ValueError as exc:
+        raise ReportError(f"--window: {exc}") from None
+    if spec.kind == "rolling":
+        raise ReportError("--window: recommendations need tumbling or calendar windows, not rolling ones")
+    start, end = spec.bounds(now_ms - lookback_ms)
+    if start < now_ms - lookback_ms:
+        start = end
+    starts = []
+    while True:
+        window_end = spec.bounds(start)[1]
+        if window_end > now_ms:
+            break
+        starts.append(start)
+        start = window_end
+    if not starts:
+        raise ReportError(f"--lookback holds no complete {window} window")
+    return Windows(spec, starts, start)
+
+
+def _source(spec: WindowSpec, windows: Windows) -> tuple[str, str, dict[str, object]]:
+    """(rollup table, SQL of a bucket's window start, its parameters)."""
+    if spec.kind == "calendar":
+        table = "usage_by_day" if spec.timezone == "UTC" else "usage_by_hour"
+        return table, _DAY if spec.unit == "day" else _MONTH, {"tz": spec.timezone}
+    if spec.size_ms % MINUTE:
+        raise ReportError(f"--window: {spec.name} is not whole minutes, the finest rollup")
+    table = next(t for grain, t in ((DAY, "usage_by_day"), (HOUR, "usage_by_hour"), (MINUTE, "usage_by_minute"))
+                 if spec.size_ms % grain == 0)
+    if table == "usage_by_minute" and windows.end - windows.starts[0] > MINUTE_ROLLUP_DAYS * DAY:
+        raise ReportError(f"--window {spec.name} is read from per-minute rollups, kept {MINUTE_ROLLUP_DAYS} "
+                          "days: use a shorter --lookback or whole-hour windows")
+    return table, _TUMBLING, {"size_s": spec.size_ms // 1000}
+
+
+def spend_per_window(run: Runner, scope: str, metric: str, windows: Windows) -> dict[str, list[int]]:
+    """Per scope key matching `scope` (a key or a pattern like team:*): its amounts per complete
+    window, oldest first, from its first window with usage."""
+    if metric not in METRICS or metric == "events":
+        raise ReportError(f"--metric must be one of {', '.join(m for m in METRICS if m != 'events')}")
+    if scope.startswith("run:"):
+        raise ReportError("--scope: runs are not rolled up (they are countless and short-lived); "
+                          "recommend for agents, teams, users, models or tags")
+    table, window_sql, params = _source(windows.spec, windows)
+    where, scope_params = scope_filter(scope)
+    result = run(f"SELECT scope, {window_sql} AS window_s, {METRICS[metric]} AS amount FROM {table} "
+                 f"WHERE {where} AND bucket >= toDateTime({{start_s:Int64}}, 'UTC') "
+                 f"AND bucket < toDateTime({{end_s:Int64}}, 'UTC') GROUP BY scope, window_s",
+                 {**params, **scope_params, "start_s": windows.starts[0] // 1000, "end_s": windows.end // 1000})
+    index = {start // 1000: i for i, start in enumerate(windows.starts)}
+    series: dict[str, list[int]] = {}
+    for key, window_s, amount in result["rows"]:
+        i = index.get(int(window_s))
+        if i is not None:  # a half-hour zone's edge hour can fall outside: dropped, see the docstring
+            series.setdefault(key, [0] * len(windows.starts))[i] += int(amount)
+    out = {}
+    for key in sorted(series):
+        values = series[key]
+        first = next((i for i, v in enumerate(values) if v), None)
+        if first is not None:
+            out[key] = values[first:]
+    return out
