@@ -27,7 +27,7 @@ def render(result: Result, command: str, now_ms: int) -> str:
     lines += [f"# parent: {line}" for line in result.fits]
     lines += [f"# not recommended, too little history: {scope} ({n} windows < {request.min_windows})"
               for scope, n in sorted(result.too_short.items())]
-    lines.append("budgets:")
+    lines.append("budgets:" if result.kept or result.entries else "budgets: []")
     if result.kept:
         lines.append("  # kept as they are: budgets in force that this file does not replace "
                      "(budgets apply deletes what a file leaves out)")

@@ -1,4 +1,5 @@
-"""`tokenfuse report ...`: spend, top spenders, budget utilisation, models, alerts from ClickHouse."""
+"""`tokenfuse report ...`: spend, top spenders, budget utilisation, models, alerts from ClickHouse;
+chargeback in cli/chargeback.py."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = add("alerts", "the alerts log, newest first")
     r.add_argument("--scope", help="one scope or a pattern like agent:*")
     r.add_argument("--limit", type=int, default=100)
+    from tokenfuse.cli import chargeback
+
+    chargeback.register(reports)
 
 
 def run(args: argparse.Namespace) -> int:

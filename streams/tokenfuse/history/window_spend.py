@@ -39,26 +39,25 @@ class Windows:
 
 
 def complete_windows(window: str, timezone: str, lookback_ms: int, now_ms: int) -> Windows:
-    """The windows that started at or after now - lookback and ended by now."""
+    """The complete windows of the lookback, counted back from the start of the current window
+    (30d of day windows = the last 30 days): those starting at or after that start - lookback."""
     try:
         spec = parse_window(window, timezone)
     except ValueError as exc:
         raise ReportError(f"--window: {exc}") from None
     if spec.kind == "rolling":
         raise ReportError("--window: recommendations need tumbling or calendar windows, not rolling ones")
-    start, end = spec.bounds(now_ms - lookback_ms)
-    if start < now_ms - lookback_ms:
-        start = end
+    end = spec.bounds(now_ms)[0]
+    start, after = spec.bounds(end - lookback_ms)
+    if start < end - lookback_ms:
+        start = after
     starts = []
-    while True:
-        window_end = spec.bounds(start)[1]
-        if window_end > now_ms:
-            break
+    while start < end:
         starts.append(start)
-        start = window_end
+        start = spec.bounds(start)[1]
     if not starts:
         raise ReportError(f"--lookback holds no complete {window} window")
-    return Windows(spec, starts, start)
+    return Windows(spec, starts, end)
 
 
 def _source(spec: WindowSpec, windows: Windows) -> tuple[str, str, dict[str, object]]:
