@@ -18,7 +18,8 @@ from tokenfuse.budgets.recommend import (MIN_WINDOWS, PERCENTILES, SAFETY_MARGIN
 from tokenfuse.budgets.spec import MAX_PERCENT
 from tokenfuse.errors import TokenfuseError
 from tokenfuse.history.reports import Runner
-from tokenfuse.history.window_spend import complete_windows, spend_per_window
+from tokenfuse.history.window_spend import complete_windows, spend_per_window, window_spec
+from tokenfuse.usage.scopes import validate_scope
 from tokenfuse.usage.windows import parse_duration_ms
 
 # CLI metric names: the budgets spec's, plus `cost` for cost_usd. cost_usd budgets are written
@@ -100,7 +101,25 @@ def validate(request: Request) -> Request:
         raise RecommendError("--parent and --parent-limit are exclusive: give one")
     if not re.fullmatch(r"[A-Za-z0-9._:-]+", request.id_prefix):
         raise RecommendError("--id-prefix may only contain letters, digits and . _ : -")
+    if problem := validate_scope(request.scope):
+        raise RecommendError(problem)
+    if request.scope.startswith("run:"):
+        raise RecommendError("--scope: runs are not rolled up (they are countless and short-lived); "
+                             "recommend for agents, teams, users, models or tags")
+    try:
+        parse_duration_ms(request.lookback)
+    except ValueError as exc:
+        raise RecommendError(f"--lookback: {exc}") from None
+    if request.parent_limit is not None:
+        amount(request.parent_limit, request.metric, "--parent-limit")
+    window_spec(request.window, request.timezone)
     return request
+
+
+def check_parent(request: Request, budgets: dict[str, dict[str, Any]]) -> None:
+    """An explicit --parent must be a budget in force (checked before any query)."""
+    if request.parent not in ("auto", "none") and request.parent not in budgets:
+        raise parents.ParentError(f"--parent: no budget with id {request.parent!r} in the budgets topic")
 
 
 def amount(text: str, metric: str, option: str) -> int:
@@ -118,11 +137,8 @@ def amount(text: str, metric: str, option: str) -> int:
 
 def recommend(run: Runner, request: Request, budgets: dict[str, dict[str, Any]], now_ms: int) -> Result:
     validate(request)
-    try:
-        lookback_ms = parse_duration_ms(request.lookback)
-    except ValueError as exc:
-        raise RecommendError(f"--lookback: {exc}") from None
-    windows = complete_windows(request.window, request.timezone, lookback_ms, now_ms)
+    check_parent(request, budgets)
+    windows = complete_windows(request.window, request.timezone, parse_duration_ms(request.lookback), now_ms)
     series = spend_per_window(run, request.scope, request.stored_metric, windows)
     result = Result(request, windows.starts[0], windows.end, len(windows.starts))
     for scope, values in series.items():

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from tokenfuse.config import Settings
     from tokenfuse.history.chargeback import Grouping, Month, chargeback
     from tokenfuse.history.reports import ReportError
-    from tokenfuse.history.shared_cost import load_rules, rules_from_flags
+    from tokenfuse.history.shared_cost import check, load_rules, rules_from_flags
     from tokenfuse.history.sql import sql_runner
 
     if args.shared_config and args.shared:
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     month = Month.parse(args.period, int(time.time() * 1000))
     grouping = Grouping.parse(args.by)
     rules = load_rules(args.shared_config) if args.shared_config else rules_from_flags(args.shared, args.allocate)
+    check(rules, grouping.prefix, grouping.name)  # before ClickHouse is opened
     with sql_runner(Settings.from_env()) as sql:
         report = chargeback(sql, month, grouping, rules)
     if args.markdown_dir:

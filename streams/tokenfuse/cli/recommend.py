@@ -37,7 +37,7 @@ def register(actions: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokenfuse.budgets.recommend_yaml import render
-    from tokenfuse.budgets.recommender import METRIC_ALIASES, RecommendError, Request, recommend
+    from tokenfuse.budgets.recommender import METRIC_ALIASES, RecommendError, Request, check_parent, recommend, validate
     from tokenfuse.budgets.store import read_budgets
     from tokenfuse.config import Settings
     from tokenfuse.history.sql import sql_runner
@@ -49,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
                       thresholds=Thresholds(args.warn, args.block), min_windows=args.min_windows,
                       safety=args.safety_margin, parent=args.parent, parent_limit=args.parent_limit,
                       allow_overcommit=args.allow_overcommit, id_prefix=args.id_prefix)
+    validate(request)  # argument errors before any broker or ClickHouse access
     settings = Settings.from_env()
     now_ms = int(time.time() * 1000)
     budgets = read_budgets(settings)
+    check_parent(request, budgets)
     with sql_runner(settings) as sql:
         result = recommend(sql, request, budgets, now_ms)
     print_result(result)

@@ -41,12 +41,7 @@ class Windows:
 def complete_windows(window: str, timezone: str, lookback_ms: int, now_ms: int) -> Windows:
     """The complete windows of the lookback, counted back from the start of the current window
     (30d of day windows = the last 30 days): those starting at or after that start - lookback."""
-    try:
-        spec = parse_window(window, timezone)
-    except ValueError as exc:
-        raise ReportError(f"--window: {exc}") from None
-    if spec.kind == "rolling":
-        raise ReportError("--window: recommendations need tumbling or calendar windows, not rolling ones")
+    spec = window_spec(window, timezone)
     end = spec.bounds(now_ms)[0]
     start, after = spec.bounds(end - lookback_ms)
     if start < end - lookback_ms:
@@ -60,13 +55,24 @@ def complete_windows(window: str, timezone: str, lookback_ms: int, now_ms: int) 
     return Windows(spec, starts, end)
 
 
+def window_spec(window: str, timezone: str) -> WindowSpec:
+    """A budget window that the rollups can be read by; ReportError says why not."""
+    try:
+        spec = parse_window(window, timezone)
+    except ValueError as exc:
+        raise ReportError(f"--window: {exc}") from None
+    if spec.kind == "rolling":
+        raise ReportError("--window: recommendations need tumbling or calendar windows, not rolling ones")
+    if spec.kind == "tumbling" and spec.size_ms % MINUTE:
+        raise ReportError(f"--window: {spec.name} is not whole minutes, the finest rollup")
+    return spec
+
+
 def _source(spec: WindowSpec, windows: Windows) -> tuple[str, str, dict[str, object]]:
     """(rollup table, SQL of a bucket's window start, its parameters)."""
     if spec.kind == "calendar":
         table = "usage_by_day" if spec.timezone == "UTC" else "usage_by_hour"
         return table, _DAY if spec.unit == "day" else _MONTH, {"tz": spec.timezone}
-    if spec.size_ms % MINUTE:
-        raise ReportError(f"--window: {spec.name} is not whole minutes, the finest rollup")
     table = next(t for grain, t in ((DAY, "usage_by_day"), (HOUR, "usage_by_hour"), (MINUTE, "usage_by_minute"))
                  if spec.size_ms % grain == 0)
     if table == "usage_by_minute" and windows.end - windows.starts[0] > MINUTE_ROLLUP_DAYS * DAY:
