@@ -71,6 +71,7 @@ def test_a_higher_limit_never_blocks_more_nor_leaves_less_unused(values, a, b):
     lo, hi = backtest(values, low, t), backtest(values, high, t)
     assert hi.blocked <= lo.blocked and hi.unused >= lo.unused
     assert lo.blocked == sum(v >= low for v in values)
+    assert lo.unused == sum(max(low - v, 0) for v in values)
     assert lo.blocked + lo.warned == sum(v * 100 >= 80 * low for v in values) <= len(values)
 
 

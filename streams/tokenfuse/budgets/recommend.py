@@ -20,6 +20,7 @@ docs/planning.md):
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
 
 WEEK_MS = 7 * 86_400_000
@@ -73,15 +74,43 @@ class Evidence:
         return next(o for o in self.options if o.name == name)
 
 
+class Spend:
+    """One scope's amounts per window, sorted once with prefix sums, so each percentile and each
+    backtest is a binary search instead of a pass over the windows."""
+
+    def __init__(self, values: list[int]):
+        if not values:
+            raise ValueError("no windows of spend")
+        self.ordered = sorted(values)
+        self.prefix = [0]
+        for v in self.ordered:
+            self.prefix.append(self.prefix[-1] + v)
+
+    def percentile(self, p: float) -> float:
+        """Linear interpolation between closest ranks (type 7)."""
+        ordered = self.ordered
+        h = (len(ordered) - 1) * p
+        low = math.floor(h)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (h - low) * (ordered[high] - ordered[low])
+
+    def reaching(self, limit: int, percent: int) -> int:
+        """How many windows have spend x 100 >= percent x limit."""
+        return len(self.ordered) - bisect_left(self.ordered, -(-percent * limit // 100))
+
+    def backtest(self, limit: int, thresholds: "Thresholds") -> "Backtest":
+        if limit <= 0:
+            raise ValueError("a limit must be positive")
+        n = len(self.ordered)
+        blocked = self.reaching(limit, thresholds.block_percent)
+        below = bisect_left(self.ordered, limit)
+        unused = limit * below - self.prefix[below]
+        return Backtest(windows=n, warned=self.reaching(limit, thresholds.warn_percent) - blocked, blocked=blocked,
+                        unused=unused, unused_percent=round(100 * unused / (limit * n), 1))
+
+
 def percentile(values: list[int], p: float) -> float:
-    """Linear interpolation between closest ranks (type 7)."""
-    if not values:
-        raise ValueError("percentile of no values")
-    ordered = sorted(values)
-    h = (len(ordered) - 1) * p
-    low = math.floor(h)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (h - low) * (ordered[high] - ordered[low])
+    return Spend(values).percentile(p)
 
 
 def margin(windows: int, history_days: float, safety: float = SAFETY_MARGIN) -> float:
@@ -112,14 +141,7 @@ def trend_percent_per_week(values: list[int], window_ms: int) -> float:
 
 def backtest(values: list[int], limit: int, thresholds: Thresholds) -> Backtest:
     """How a limit would have done over these windows (exact integer comparisons)."""
-    if limit <= 0:
-        raise ValueError("a limit must be positive")
-    blocked = sum(1 for v in values if v * 100 >= thresholds.block_percent * limit)
-    reached_warn = sum(1 for v in values if v * 100 >= thresholds.warn_percent * limit)
-    unused = sum(max(limit - v, 0) for v in values)
-    capacity = limit * len(values)
-    return Backtest(windows=len(values), warned=reached_warn - blocked, blocked=blocked, unused=unused,
-                    unused_percent=round(100 * unused / capacity, 1) if capacity else 0.0)
+    return Spend(values).backtest(limit, thresholds)
 
 
 def evidence(scope: str, values: list[int], window_ms: int, thresholds: Thresholds,
@@ -127,11 +149,12 @@ def evidence(scope: str, values: list[int], window_ms: int, thresholds: Threshol
     """Every option with its backtest for one scope's complete windows (oldest first)."""
     days = len(values) * window_ms / DAY_MS
     factor = margin(len(values), days, safety)
+    spend = Spend(values)
     options = []
     for name, p in PERCENTILES.items():
-        value = percentile(values, p)
+        value = spend.percentile(p)
         limit = limit_for(value, factor)
-        options.append(Option(name, value, limit, backtest(values, limit, thresholds)))
+        options.append(Option(name, value, limit, spend.backtest(limit, thresholds)))
     return Evidence(scope=scope, windows=len(values), history_days=days, mean=sum(values) / len(values),
                     trend_percent_per_week=trend_percent_per_week(values, window_ms), margin=factor,
                     options=tuple(options))

@@ -91,19 +91,18 @@ def spend_per_window(run: Runner, scope: str, metric: str, windows: Windows) -> 
                           "recommend for agents, teams, users, models or tags")
     table, window_sql, params = _source(windows.spec, windows)
     where, scope_params = scope_filter(scope)
-    result = run(f"SELECT scope, {window_sql} AS window_s, {METRICS[metric]} AS amount FROM {table} "
+    # One row per scope: the window numbers (1-based, 0 = outside) and amounts, as two arrays.
+    result = run(f"SELECT scope, groupArray(i), groupArray(amount) FROM (SELECT scope, "
+                 f"indexOf({{starts:Array(Int64)}}, {window_sql}) AS i, {METRICS[metric]} AS amount FROM {table} "
                  f"WHERE {where} AND bucket >= toDateTime({{start_s:Int64}}, 'UTC') "
-                 f"AND bucket < toDateTime({{end_s:Int64}}, 'UTC') GROUP BY scope, window_s",
-                 {**params, **scope_params, "start_s": windows.starts[0] // 1000, "end_s": windows.end // 1000})
-    index = {start // 1000: i for i, start in enumerate(windows.starts)}
-    series: dict[str, list[int]] = {}
-    for key, window_s, amount in result["rows"]:
-        i = index.get(int(window_s))
-        if i is not None:  # a half-hour zone's edge hour can fall outside: dropped, see the docstring
-            series.setdefault(key, [0] * len(windows.starts))[i] += int(amount)
+                 f"AND bucket < toDateTime({{end_s:Int64}}, 'UTC') GROUP BY scope, i) WHERE i > 0 GROUP BY scope",
+                 {**params, **scope_params, "starts": [start // 1000 for start in windows.starts],
+                  "start_s": windows.starts[0] // 1000, "end_s": windows.end // 1000})
     out = {}
-    for key in sorted(series):
-        values = series[key]
+    for key, numbers, amounts in sorted(result["rows"]):
+        values = [0] * len(windows.starts)
+        for i, amount in zip(numbers, amounts):
+            values[int(i) - 1] = int(amount)
         first = next((i for i, v in enumerate(values) if v), None)
         if first is not None:
             out[key] = values[first:]
