@@ -11,7 +11,7 @@ import pytest
 from tests.history_helpers import chdb_settings, history, runner  # noqa: F401 - fixtures
 from tokenfuse.budgets.recommend import Thresholds, percentile
 from tokenfuse.budgets.recommend_yaml import render
-from tokenfuse.budgets.recommender import Request, recommend
+from tokenfuse.budgets.recommender import RecommendError, Request, recommend
 from tokenfuse.budgets.spec import load_budgets
 from tokenfuse.history import rows
 from tokenfuse.history.reports import ReportError
@@ -129,3 +129,16 @@ def test_a_budgets_file_with_nothing_to_recommend_is_still_valid(seeded, tmp_pat
     path = tmp_path / "empty.yaml"
     path.write_text(render(result, "x", NOW))
     assert load_budgets(path) == []
+
+
+def test_scopes_whose_ids_would_collide_are_refused(history):
+    catalog = PriceCatalog.load()
+    events = [usage(team, 1000, TODAY - d * DAY) for team in ("a/b", "a.b") for d in range(1, 9)]
+    pending = Pending(rows.USAGE)
+    for n, event in enumerate(events):
+        pending.add(rows.usage_row(event, catalog, 0, n), "t", 0, n)
+    write(history, pending)
+    request = Request(scope="team:*", window="day", metric="total_tokens", lookback="30d")
+    with pytest.raises(RecommendError, match="'team:acme/a/b' and 'team:acme/a.b' would both get the id "
+                                             "'rec-team:acme.a.b-day-tokens'"):
+        recommend(runner(history), request, {}, NOW)

@@ -150,8 +150,12 @@ def recommend(run: Runner, request: Request, budgets: dict[str, dict[str, Any]],
         entry = Entry(proof, chosen, chosen.limit, chosen.backtest)
         entry.current = budgets.get(request.budget_id(scope))
         result.entries.append(entry)
+    ids: dict[str, str] = {}
+    for entry in result.entries:
+        scope = entry.evidence.scope
+        if (other := ids.setdefault(request.budget_id(scope), scope)) != scope:
+            raise RecommendError(f"{scope!r} and {other!r} would both get the id {request.budget_id(scope)!r}")
     _fit_parents(result, budgets, series)
-    ids = {request.budget_id(e.evidence.scope) for e in result.entries}
     result.kept = [b for b_id, b in sorted(budgets.items()) if b_id not in ids]
     return result
 
