@@ -13,6 +13,7 @@ from tokenfuse.kafka.codec import codec
 from tokenfuse.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
+NO_DETECTION = {"forecast": None, "loop": None, "spike": None}
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -50,10 +51,10 @@ def test_a_valid_file_becomes_budget_records(tmp_path):
     budgets = load_budgets(path, now_ms=1234)
     assert budgets == [
         {"id": "run-daily-5usd", "scope": "run:*", "metric": "cost_micro_usd", "window": "day",
-         "timezone": "Europe/Paris", "limit": 5_250_000, "description": "", "updated_at": 1234,
+         "timezone": "Europe/Paris", "limit": 5_250_000, "description": "", "updated_at": 1234, **NO_DETECTION,
          "thresholds": [{"percent": 80, "action": "warn"}, {"percent": 100, "action": "block"}]},
         {"id": "team.tokens:hourly", "scope": "team:acme/search", "metric": "total_tokens", "window": "1h",
-         "timezone": "UTC", "limit": 2_000_000, "description": "search team", "updated_at": 1234,
+         "timezone": "UTC", "limit": 2_000_000, "description": "search team", "updated_at": 1234, **NO_DETECTION,
          "thresholds": [{"percent": 100, "action": "block"}]},
     ]
     for budget in budgets:
@@ -116,7 +117,7 @@ def test_many_mistakes_are_reported_at_once_with_line_and_field(tmp_path):
         "budgets.yaml:27: budgets[3].thresholds[0].percent: must be an integer from 1 to 1000, got 0",
         "budgets.yaml:27: budgets[3].thresholds[0].action: 'kill' is not one of alert, warn, throttle, block",
         "budgets.yaml:28: budgets[3]: unknown field 'extra' (known: id, scope, metric, window, timezone, "
-        "limit, thresholds, description)",
+        "limit, thresholds, description, forecast, loop, spike)",
     ]
 
 
@@ -183,3 +184,65 @@ def test_the_shipped_example_is_valid_and_lists_as_a_table():
     monthly = next(line for line in table if line.startswith("acme-monthly "))
     assert monthly.split() == ["acme-monthly", "org:acme", "cost_micro_usd", "month@Europe/Paris",
                                "25,000,000,000", "50%alert,80%warn,100%block"]
+
+
+def test_forecast_loop_and_spike_settings_become_fields_with_defaults(tmp_path):
+    path = write(tmp_path, """\
+        budgets:
+          - id: team-daily
+            scope: team:acme/*
+            metric: cost_usd
+            limit: 100
+            window: day
+            forecast: {warn_before: 45m, action: throttle}
+            loop: {repeats: 4, within: 2m, action: block, per: agent}
+            spike: {factor: 2.5}
+          - id: runs
+            scope: run:*
+            metric: total_tokens
+            limit: 1000
+            window: 1h
+            loop: {}
+        """)
+    team, runs = load_budgets(path)
+    assert team["forecast"] == {"warn_before_ms": 2_700_000, "action": "throttle"}
+    assert team["loop"] == {"repeats": 4, "within_ms": 120_000, "action": "block", "per": "agent"}
+    assert team["spike"] == {"factor": 2.5, "baseline_ms": 3_600_000, "action": "alert"}
+    assert runs["loop"] == {"repeats": 5, "within_ms": 60_000, "action": "alert", "per": "run"}
+    assert runs["forecast"] is None and runs["spike"] is None
+    for budget in (team, runs):
+        assert codec("Budget").decode(codec("Budget").encode(budget)) == budget
+
+
+def test_invalid_forecast_loop_and_spike_settings_name_their_line_and_field(tmp_path):
+    path = write(tmp_path, """\
+        budgets:
+          - id: a
+            scope: agent:*
+            metric: total_tokens
+            limit: 1000
+            window: 1h
+            forecast: {warn_before: 2h, action: block}
+            loop: {repeats: 1, within: soon, per: team, actions: alert}
+            spike: {factor: 0.5, baseline: 1m, action: kill}
+          - id: b
+            scope: agent:*
+            metric: total_tokens
+            limit: 1000
+            window: rolling:60s
+            forecast: {}
+            loop: 5
+        """)
+    assert problems(path) == [
+        "budgets.yaml:7: budgets[0].forecast.action: 'block' is not one of alert, warn, throttle",
+        "budgets.yaml:7: budgets[0].forecast.warn_before: must be shorter than the budget's window",
+        "budgets.yaml:8: budgets[0].loop: unknown field 'actions' (did you mean 'action'?)",
+        "budgets.yaml:8: budgets[0].loop.repeats: must be an integer from 2 to 1000, got 1",
+        "budgets.yaml:8: budgets[0].loop.within: must be a duration like 30s, 5m or 1h, got 'soon'",
+        "budgets.yaml:8: budgets[0].loop.per: 'team' is not one of run, agent",
+        "budgets.yaml:9: budgets[0].spike.factor: must be a number above 1 (at most 1000), got 0.5",
+        "budgets.yaml:9: budgets[0].spike.baseline: 1m is out of range (from 600s to 86400s)",
+        "budgets.yaml:9: budgets[0].spike.action: 'kill' is not one of alert, warn, throttle, block",
+        "budgets.yaml:15: budgets[1].forecast: a rolling window has no end to forecast; use a tumbling or calendar window",
+        "budgets.yaml:16: budgets[1].loop: must be a mapping, got 5",
+    ]

@@ -15,7 +15,7 @@ USAGE = {
     "event_id": "e-1", "event_time": 1_700_000_000_123, "org": "acme", "team": "search",
     "agent": "bot-1", "run": "r-9", "user": None, "model": "gpt-4o", "provider": "openai",
     "input_tokens": 1200, "output_tokens": 300, "cached_tokens": 200, "cost_micro_usd": None,
-    "tags": {"env": "prod"},
+    "tags": {"env": "prod"}, "request_fingerprint": "9f2c" * 16,
 }
 
 
@@ -56,7 +56,8 @@ def test_data_written_with_an_older_schema_reads_with_the_current_one(tmp_path, 
     sample = {"UsageEvent": USAGE, "Budget": {"id": "b", "scope": "global", "metric": "cost_micro_usd",
                                               "window": "day", "limit": 5},
               "ControlState": {"scope": "global", "state": "allow", "issued_at": 1},
-              "Alert": {"alert_id": "a", "kind": "threshold", "scope": "global", "created_at": 1}}[name]
+              "Alert": {"alert_id": "a", "kind": "threshold", "scope": "global", "created_at": 1},
+              "AlertAck": {"alert_id": "a", "kind": "loop", "scope": "run:r-1"}}[name]
     old_record = {f["name"]: sample[f["name"]] for f in old["fields"]}
     data = Codec(name, old_only).encode(old_record)
 

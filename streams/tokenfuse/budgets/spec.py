@@ -14,6 +14,9 @@ Every problem in the file is reported at once, each as `file:line: budgets[i].fi
           - {percent: 80, action: warn}
           - {percent: 100, action: block}
         description: ...            # optional
+        forecast: {warn_before: 30m, action: alert}           # optional: early warning (detection.py)
+        loop: {repeats: 5, within: 60s, action: block, per: run}   # optional: loop detection
+        spike: {factor: 3, baseline: 1h, action: alert}       # optional: spike detection
 
 `cost_usd` is a convenience: the limit is converted exactly to micro-USD and the budget is stored
 with metric `cost_micro_usd`.
@@ -30,12 +33,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from tokenfuse.usage.scopes import validate_scope
-from tokenfuse.usage.windows import parse_window
+from tokenfuse.budgets.detection import parse_detection
+from tokenfuse.usage.windows import WindowSpec, parse_window
 from tokenfuse.config.yamlnodes import Problems, compose_file, decimal_value, describe, mapping, sequence, unknown_keys, value
 
 METRICS = ("input_tokens", "output_tokens", "total_tokens", "cost_micro_usd", "cost_usd")
 ACTIONS = ("alert", "warn", "throttle", "block")
-FIELDS = ("id", "scope", "metric", "window", "timezone", "limit", "thresholds", "description")
+FIELDS = ("id", "scope", "metric", "window", "timezone", "limit", "thresholds", "description", "forecast", "loop",
+          "spike")
 REQUIRED = ("id", "scope", "metric", "window", "limit")
 DEFAULT_THRESHOLDS = [{"percent": 100, "action": "block"}]
 MAX_PERCENT = 1000
@@ -108,19 +113,28 @@ def _budget(node: yaml.Node, path: str, problems: Problems, first_line: dict[str
         problems.add(fields["timezone"][1], f"{path}.timezone",
                      f"unknown time zone {timezone!r} (use an IANA name like Europe/Paris)")
         timezone = None
+    spec = None
     if window is not None:
         try:
-            parse_window(window, timezone or "UTC")
+            spec = parse_window(window, timezone or "UTC")
         except ValueError as exc:
             problems.add(fields["window"][1], f"{path}.window", str(exc))
     limit = _limit(fields["limit"][1], f"{path}.limit", metric, problems) if "limit" in fields else None
     thresholds = (_thresholds(fields["thresholds"][1], f"{path}.thresholds", problems)
                   if "thresholds" in fields else DEFAULT_THRESHOLDS)
+    detection = parse_detection(fields, path, problems, _shortest_ms(spec))
     if len(problems) > before:
         return None
     return {"id": budget_id, "scope": scope, "metric": "cost_micro_usd" if metric == "cost_usd" else metric,
             "window": window, "timezone": timezone, "limit": limit, "thresholds": thresholds,
-            "description": description}
+            "description": description, **detection}
+
+
+def _shortest_ms(spec: WindowSpec | None) -> int | None:
+    """The shortest length a window of `spec` can have; None for rolling (or unknown) windows."""
+    if spec is None or spec.kind == "rolling":
+        return None
+    return spec.size_ms or (86_400_000 - 3_600_000 if spec.unit == "day" else 28 * 86_400_000)
 
 
 def _known_timezone(name: str) -> bool:

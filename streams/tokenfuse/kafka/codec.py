@@ -24,7 +24,7 @@ from tokenfuse.resources import resource_path
 MAGIC = b"\xc3\x01"
 _HEADER = struct.Struct("<2sQ")
 
-NAMES = ("UsageEvent", "Budget", "ControlState", "Alert")
+NAMES = ("UsageEvent", "Budget", "ControlState", "Alert", "AlertAck")
 
 
 def _fingerprint(parsed: dict) -> int:
