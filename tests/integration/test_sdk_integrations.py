@@ -120,6 +120,23 @@ async def test_anthropic_async_streaming(server, fuse):
                                ANTHROPIC_USAGE["cache_read_input_tokens"])]
 
 
+def test_equal_requests_share_a_fingerprint_and_their_content_stays_in_the_runtime(server, fuse, settings):
+    openai_client = tf_openai.wrap(openai.OpenAI(api_key="test", base_url=f"{server.url}/v1", max_retries=0), fuse)
+    anthropic_client = tf_anthropic.wrap(anthropic.Anthropic(api_key="test", base_url=server.url, max_retries=0), fuse)
+    secret = [{"role": "user", "content": "secret-prompt-7731"}]
+    openai_client.chat.completions.create(model="gpt-4o", messages=secret, temperature=0)
+    list(openai_client.chat.completions.create(temperature=0, messages=secret, model="gpt-4o", stream=True))
+    openai_client.chat.completions.create(model="gpt-4o", messages=MESSAGES, temperature=0)
+    anthropic_client.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=secret)
+    anthropic_client.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=secret)
+    assert fuse.flush(30)
+    events = sorted(read_usage_to_end(settings), key=lambda e: e["event_time"])
+    fps = [e["request_fingerprint"] for e in events]
+    assert len(events) == 5 and all(fps)
+    assert fps[0] == fps[1] != fps[2] and fps[3] == fps[4] != fps[0]  # streaming or not, same request
+    assert not any("secret-prompt" in str(e) for e in events)
+
+
 def test_blocked_scope_stops_the_call_before_any_request(server, fuse, settings):
     openai_client = tf_openai.wrap(openai.OpenAI(api_key="test", base_url=f"{server.url}/v1", max_retries=0), fuse)
     anthropic_client = tf_anthropic.wrap(anthropic.Anthropic(api_key="test", base_url=server.url, max_retries=0), fuse)
@@ -144,6 +161,8 @@ async def test_litellm_logger_records_sync_async_and_streaming_calls(server, fus
     await asyncio.to_thread(wait_for_records, fuse, 3)
     usage = sorted(e[:4] for e in recorded(fuse))
     assert usage == sorted([("openai", "gpt-4o", CHAT[0], CHAT[1])] * 2 + [("openai", "gpt-4o-mini", CHAT[0], CHAT[1])])
+    fingerprints = {(e["model"], e["request_fingerprint"]) for e in read_usage_to_end(fuse.settings)}
+    assert len(fingerprints) == 2 and all(fp for _, fp in fingerprints)  # the two gpt-4o calls: one request
 
     publish_signed(settings, "agent:bot-int", "block")
     assert wait_until(lambda: "agent:bot-int" in fuse.kill_switch.states, 10)

@@ -43,3 +43,22 @@ def test_record_refuses_negative_counts_and_close_spools_what_no_broker_took(tmp
     assert fuse.stats["spooled"] == 1  # no broker: the event is on disk, not lost
     assert (left.in_memory, left.on_disk, left.undelivered, bool(left)) == (0, 1, 1, False)
     assert fuse.close() is left  # closing again changes nothing
+
+
+def test_a_request_fingerprint_ignores_key_order_transport_and_sdk_objects_but_not_content():
+    from dataclasses import dataclass
+
+    from tokenfuse.sdk.fingerprint import request_fingerprint
+
+    @dataclass
+    class Tool:
+        name: str
+
+    base = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+    same = {"temperature": 0, "stream": True, "user": "u-1", "stream_options": {"include_usage": True},
+            "messages": ({"content": "hi", "role": "user"},), "model": "gpt-4o", "timeout": 3}
+    assert request_fingerprint(base) == request_fingerprint(same)
+    assert len(request_fingerprint(base)) == 32 and "hi" not in request_fingerprint(base)
+    assert request_fingerprint(base) != request_fingerprint({**base, "messages": [{"role": "user", "content": "ho"}]})
+    assert request_fingerprint(base) != request_fingerprint({**base, "temperature": 1})
+    assert request_fingerprint({**base, "tools": [Tool("search")]}) == request_fingerprint({**base, "tools": [{"name": "search"}]})

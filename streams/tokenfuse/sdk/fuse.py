@@ -60,9 +60,12 @@ class Fuse:
 
     def record(self, model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0,
                cost_micro_usd: int | None = None, provider: str | None = None, user: str | None = None,
-               tags: Mapping[str, str] | None = None, run: str | None = None) -> None:
+               tags: Mapping[str, str] | None = None, run: str | None = None,
+               request_fingerprint: str | None = None) -> None:
         """Report one LLM call's usage. Returns at once (about a microsecond); the event gets its
-        event_id and is encoded and sent on a background thread. Event time is now."""
+        event_id and is encoded and sent on a background thread. Event time is now.
+        `request_fingerprint` (tokenfuse.sdk.fingerprint; the integrations set it) lets the
+        worker catch a run repeating one request in a loop."""
         if (input_tokens | output_tokens | cached_tokens) < 0:
             raise ValueError("token counts must not be negative")
         event = {
@@ -72,6 +75,7 @@ class Fuse:
             "model": model, "provider": provider or self._provider,
             "input_tokens": input_tokens, "output_tokens": output_tokens, "cached_tokens": cached_tokens,
             "cost_micro_usd": cost_micro_usd, "tags": {**self._tags, **tags} if tags else self._tags,
+            "request_fingerprint": request_fingerprint,
         }
         if self.ledger.watched:  # a budget is enforced locally: count this call now, for the next check
             self.ledger.count(event, event["event_time"])

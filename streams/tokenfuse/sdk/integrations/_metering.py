@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tokenfuse.sdk.fingerprint import request_fingerprint
 from tokenfuse.sdk.fuse import Fuse
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,10 @@ Prepare = Callable[[dict[str, Any]], dict[str, Any]]
 class Meter:
     """The usage of one call: fed the response or each stream event, recorded once at the end."""
 
-    def __init__(self, fuse: Fuse, read: Reader, provider: str, model: str | None, user: str | None):
+    def __init__(self, fuse: Fuse, read: Reader, provider: str, model: str | None, user: str | None,
+                 fingerprint: str | None = None):
         self.fuse, self.read, self.provider, self.user = fuse, read, provider, user
+        self.fingerprint = fingerprint
         self.usage = Usage(model=model)
         self.done = False
 
@@ -90,7 +93,7 @@ class Meter:
             log.warning("tokenfuse: a %s call on %s reported no usage; nothing recorded", self.provider, u.model)
             return
         self.fuse.record(u.model or "unknown", u.input_tokens, u.output_tokens, cached_tokens=u.cached_tokens,
-                         provider=self.provider, user=self.user)
+                         provider=self.provider, user=self.user, request_fingerprint=self.fingerprint)
 
 
 class MeteredStream:
@@ -151,7 +154,8 @@ class Metered:
         user = self.user_of(kwargs)
         delay_ms = self.fuse.check(model=kwargs.get("model"), user=user, max_tokens=max_output_tokens(kwargs),
                                    input_tokens=estimate_input_tokens(kwargs))  # raises BudgetExceeded
-        return kwargs, Meter(self.fuse, self.read, self.provider, kwargs.get("model"), user), delay_ms
+        meter = Meter(self.fuse, self.read, self.provider, kwargs.get("model"), user, request_fingerprint(kwargs))
+        return kwargs, meter, delay_ms
 
     def wrap_sync(self, method: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:

@@ -1,7 +1,8 @@
 """LiteLLM: `litellm.callbacks = [TokenfuseLogger(fuse)]`.
 
 - Usage: every successful call (sync, async, streaming; SDK or proxy) is recorded from LiteLLM's
-  standard logging payload, with LiteLLM's own cost when it knows one.
+  standard logging payload, with LiteLLM's own cost when it knows one, and the fingerprint of the
+  request (model, messages, tools and sampling parameters LiteLLM passes the callback).
 - Runs: the run of the `fuse.run()` a call is made in is noted when LiteLLM logs the call's start
   (on the caller's thread) and recorded with its usage, which LiteLLM reports from its own
   threads for sync streams (where the caller's context is gone).
@@ -19,6 +20,7 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
+from tokenfuse.sdk.fingerprint import request_fingerprint
 from tokenfuse.sdk.fuse import Fuse
 from tokenfuse.sdk.integrations._metering import estimate_input_tokens, max_output_tokens
 
@@ -54,6 +56,7 @@ class TokenfuseLogger(CustomLogger):
             provider=payload.get("custom_llm_provider") or None,
             user=payload.get("end_user") or None,
             run=kwargs.get(RUN_KEY),  # None: the context's run, where LiteLLM kept the context
+            request_fingerprint=request_fingerprint({**(kwargs.get("optional_params") or {}), **kwargs}),
         )
 
     async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
