@@ -6,14 +6,12 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from confluent_kafka import KafkaException, Producer
-
 from tokenfuse.config import Settings
 from tokenfuse.config.roles import require
-from tokenfuse.errors import BrokerUnavailable, ConfigError
+from tokenfuse.errors import ConfigError
 from tokenfuse.usage.scopes import validate_scope
 from tokenfuse.control.signing import encode_signed
-from tokenfuse.kafka.topics import ensure_broker
+from tokenfuse.kafka.produce import produce_and_wait
 from tokenfuse.usage.windows import parse_duration_ms
 
 
@@ -48,18 +46,6 @@ def publish_manual_state(settings: Settings, scope: str, state: str, reason: str
     now = int(time.time() * 1000)
     record = {"scope": scope, "state": state, "reason": f"manual: {reason}", "until": parse_until(until, now),
               "issued_at": now}
-    ensure_broker(settings)
-    producer = Producer({**settings.producer_config, "enable.idempotence": True})
-    errors: list[str] = []
-    producer.produce(settings.topic("control"), key=scope.encode(),
-                     value=encode_signed(record, settings.control_key.get_secret_value().encode(),
-                                         settings.control_key_id),
-                     on_delivery=lambda err, _msg: err and errors.append(str(err)))
-    try:
-        remaining = producer.flush(15)
-    except KafkaException as exc:
-        raise BrokerUnavailable(f"could not publish to {settings.topic('control')}: {exc}") from None
-    if remaining or errors:
-        raise BrokerUnavailable(f"could not publish to {settings.topic('control')}: "
-                                + ("; ".join(errors) or "timed out"))
+    produce_and_wait(settings, settings.topic("control"), scope.encode(),
+                     encode_signed(record, settings.control_key.get_secret_value().encode(), settings.control_key_id))
     return record

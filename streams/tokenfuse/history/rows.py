@@ -39,7 +39,9 @@ USAGE = Table("usage_events",
               ("event_id",), "Array(String)", time_column="event_time")
 ALERTS = Table("alerts",
                ["alert_id", "kind", "scope", "budget_id", "threshold_percent", "action", "metric", "spent",
-                "limit", "window_start", "window_end", "event_id", "created_at", "message"],
+                "limit", "window_start", "window_end", "event_id", "created_at", "message",
+                "eta_p10", "eta_p50", "eta_p90", "projected", "burn_rate_per_hour", "factor", "baseline_per_hour",
+                "fingerprint", "repeats"],
                ("alert_id",), "Array(String)")
 # Control states and budget versions have no id of their own: their Kafka position is one.
 CONTROL = Table("control_changes",
@@ -50,7 +52,14 @@ BUDGETS = Table("budgets_history",
                 ["budget_id", "deleted", "scope", "metric", "window", "timezone", "limit", "thresholds",
                  "description", "updated_at", "kafka_partition", "kafka_offset"],
                 ("kafka_partition", "kafka_offset"), "Array(Tuple(UInt32, UInt64))")
-TABLES = (USAGE, ALERTS, CONTROL, BUDGETS)
+ACKS = Table("alert_acks",
+             ["alert_id", "kind", "scope", "budget_id", "expected", "until", "reason", "acked_by", "acked_at",
+              "signed", "kafka_partition", "kafka_offset"],
+             ("kafka_partition", "kafka_offset"), "Array(Tuple(UInt32, UInt64))")
+TABLES = (USAGE, ALERTS, CONTROL, BUDGETS, ACKS)
+# Alert fields added with forecasts and detectors (Alert.avsc); absent from older records' dicts.
+_ALERT_EXTRAS = ("eta_p10", "eta_p50", "eta_p90", "projected", "burn_rate_per_hour", "factor", "baseline_per_hour",
+                 "fingerprint", "repeats")
 
 
 def usage_row(event: dict[str, Any], catalog: PriceCatalog, partition: int, offset: int) -> list[Any]:
@@ -64,13 +73,19 @@ def usage_row(event: dict[str, Any], catalog: PriceCatalog, partition: int, offs
 def alert_row(alert: dict[str, Any]) -> list[Any]:
     return [alert["alert_id"], alert["kind"], alert["scope"], alert["budget_id"], alert["threshold_percent"],
             alert["action"], alert["metric"], alert["spent"], alert["limit"], alert["window_start"],
-            alert["window_end"], alert["event_id"], alert["created_at"], alert["message"]]
+            alert["window_end"], alert["event_id"], alert["created_at"], alert["message"],
+            *(alert.get(name) for name in _ALERT_EXTRAS)]
 
 
 def control_row(state: dict[str, Any], signed: bool, partition: int, offset: int) -> list[Any]:
     return [state["scope"], state["state"], state["budget_id"], state["reason"], state["metric"], state["spent"],
             state["limit"], state["window_start"], state["until"], state["throttle_delay_ms"], state["issued_at"],
             state["key_id"], signed, partition, offset]
+
+
+def ack_row(ack: dict[str, Any], signed: bool, partition: int, offset: int) -> list[Any]:
+    return [ack["alert_id"], ack["kind"], ack["scope"], ack["budget_id"], ack["expected"], ack["until"], ack["reason"],
+            ack["acked_by"], ack["acked_at"], signed, partition, offset]
 
 
 def budget_row(budget_id: str, budget: dict[str, Any] | None, partition: int, offset: int,

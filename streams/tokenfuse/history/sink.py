@@ -1,4 +1,4 @@
-"""The sink: Kafka topics (usage, alerts, control, budgets) → ClickHouse tables, each record once.
+"""The sink: Kafka topics (usage, alerts, control, budgets, acks) → ClickHouse tables, each record once.
 
 - Its own consumer group (`<app_id>-sink`), read_committed (the worker writes alerts and control
   states in transactions), no auto-commit: offsets are committed only after the batch is stored.
@@ -45,10 +45,10 @@ class Sink:
     def __init__(self, settings: Settings, history: History, catalog: PriceCatalog | None = None):
         self.settings, self.history = settings, history
         self.catalog = catalog or PriceCatalog.load()
-        self.topics = {settings.topic(t): t for t in ("usage", "alerts", "control", "budgets")}
+        self.topics = {settings.topic(t): t for t in ("usage", "alerts", "control", "budgets", "acks")}
         self.keys = ({settings.control_key_id: settings.control_key.get_secret_value().encode()}
                      if settings.control_key else {})
-        self.stats = {"usage": 0, "duplicates": 0, "invalid": 0, "alerts": 0, "control": 0, "budgets": 0,
+        self.stats = {"usage": 0, "duplicates": 0, "invalid": 0, "alerts": 0, "control": 0, "budgets": 0, "acks": 0,
                       "insert_retries": 0, "batches": 0}
         # /metrics gauges, updated at each commit (observability/metrics.py SINK_HELP says what they are).
         self.gauges = {"lag_records": 0, "store_delay_seconds": 0.0}
@@ -167,7 +167,7 @@ class Sink:
             self.stats["invalid"] += len(invalid)
             log.warning("skipped %d malformed record(s) in this batch, first: %s", len(invalid), invalid[0])
         for table, kind in ((rows.USAGE, "usage"), (rows.ALERTS, "alerts"), (rows.CONTROL, "control"),
-                            (rows.BUDGETS, "budgets")):
+                            (rows.BUDGETS, "budgets"), (rows.ACKS, "acks")):
             stored, duplicates = write(self.history, pending[table.name])
             self.stats[kind] += stored
             self.stats["duplicates"] += duplicates
@@ -183,13 +183,16 @@ class Sink:
         if kind == "control":
             state = codec("ControlState").decode(msg.value())
             return rows.CONTROL, rows.control_row(state, self._signed(state), msg.partition(), msg.offset())
+        if kind == "acks":
+            ack = codec("AlertAck").decode(msg.value())
+            return rows.ACKS, rows.ack_row(ack, self._signed(ack, "AlertAck"), msg.partition(), msg.offset())
         budget = None if msg.value() is None else codec("Budget").decode(msg.value())
         key = (msg.key() or b"").decode("utf-8", "replace")
         return rows.BUDGETS, rows.budget_row(key, budget, msg.partition(), msg.offset(), now)
 
-    def _signed(self, state: dict[str, Any]) -> bool:
+    def _signed(self, state: dict[str, Any], schema: str = "ControlState") -> bool:
         try:
-            verify(state, self.keys)
+            verify(state, self.keys, schema)
             return True
         except SignatureError:
             return False

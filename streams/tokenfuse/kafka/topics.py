@@ -28,7 +28,7 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
-    """Logical name -> spec. Keys: usage, budgets, control, alerts, dlq, notify-dlq, deltas."""
+    """Logical name -> spec. Keys: usage, budgets, control, alerts, dlq, notify-dlq, deltas, acks."""
     p = settings.partitions
     compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "60000"}
     specs = [
@@ -41,6 +41,8 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         TopicSpec("control", p, compact, "ControlState by scope key: the kill switch"),
         TopicSpec("alerts", p, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},
                   "Alert by scope key"),
+        # One partition, like budgets: every worker follows all acks (operators' feedback).
+        TopicSpec("acks", 1, compact, "AlertAck by budget|kind|scope: a detector quiet for a scope until a time"),
         TopicSpec("dlq", p, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},
                   "rejected usage bytes, reason in headers"),
         # One partition: the notifier's give-ups are few and read by people, in order.
