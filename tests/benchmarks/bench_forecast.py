@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from tests.benchmarks import detector_runs
 from tests.benchmarks.forecast_shapes import LIMIT, SHAPES, Run
-from tokenfuse.usage.windows import WindowSpec
+from tokenfuse.usage.windows import Calendar, Tumbling, WindowSpec
 from tokenfuse.worker.engine.burn_rate import window_size_ms
 from tokenfuse.worker.engine.forecast import (ForecastRule, ForecastState, deseasonalised, forecast, ready,
                                               step_warning)
@@ -42,7 +42,7 @@ class Outcome:
 
 
 def spec_of(run: Run) -> WindowSpec:
-    return WindowSpec("calendar", unit="month") if run.window_ms > 7 * 86_400_000 else WindowSpec("tumbling", run.window_ms)
+    return Calendar("month") if run.window_ms > 7 * 86_400_000 else Tumbling(run.window_ms)
 
 
 def deltas(run: Run) -> list[tuple[int, int]]:

@@ -36,23 +36,20 @@ LN2 = math.log(2)
 SLOW_RATIO = 4.0  # the slow EWMA's half-life, in fast half-lives
 HALF_LIFE_SHARE = 12
 SHRINK = 0.5  # shrinkage g^2 / (g^2 + SHRINK var g): a slope of 1 sd keeps 2/3 of itself  # the fast half-life is the window divided by this
-MIN_HALF_LIFE_MS = 60_000
-MIN_BLOCK_MS = 30_000
+MIN_HALF_LIFE_MS = 5_000
+MIN_BLOCK_MS = 2_000
 MAX_HALF_LIFE_MS = 12 * 3_600_000
-MONTH_MS = 30 * 86_400_000
 MODEL_ERROR = 0.18  # relative error of the level, added to the statistical one (tuned on bench_forecast)
 Z90 = 1.2815515655446004  # the standard normal's 90th percentile
 
 
 def window_size_ms(spec: WindowSpec) -> int:
-    if spec.kind == "calendar":
-        return MONTH_MS if spec.unit == "month" else 86_400_000
-    return spec.size_ms
+    return spec.horizon_ms
 
 
 def half_life_ms(spec: WindowSpec) -> int:
     """The fast EWMA's half-life: a twelfth of the window (5 min for 1h, 2h for a day),
-    within [1 min, 12 h]. Long enough to average bursts, short enough to follow a change well
+    within [5 s, 12 h]. Long enough to average bursts, short enough to follow a change well
     before the window ends."""
     return int(min(MAX_HALF_LIFE_MS, max(MIN_HALF_LIFE_MS, window_size_ms(spec) // HALF_LIFE_SHARE)))
 

@@ -67,6 +67,10 @@ class LoopState:
         for _ in range(min(count, rule.repeats)):
             bisect.insort(times, t_ms)
         del times[:-rule.repeats]
+        if len(self.seen) > MAX_FINGERPRINTS:  # the least recently seen go first
+            for fp in sorted(self.seen, key=lambda f: self.seen[f][-1])[:len(self.seen) - MAX_FINGERPRINTS]:
+                del self.seen[fp]
+            self.fired = [fp for fp in self.fired if fp in self.seen]
         looping = len(times) >= rule.repeats and times[-1] - times[0] < rule.within_ms
         if looping and fingerprint not in self.fired:
             self.fired.append(fingerprint)
@@ -74,13 +78,9 @@ class LoopState:
         return False
 
     def _forget(self, horizon: int) -> None:
-        """Drop fingerprints silent since `horizon` (their episode ends), and the oldest ones
-        beyond MAX_FINGERPRINTS."""
+        """Drop fingerprints silent since `horizon`: their episode ends."""
         for fp in [fp for fp, times in self.seen.items() if times[-1] <= horizon]:
             del self.seen[fp]
-        if len(self.seen) > MAX_FINGERPRINTS:
-            for fp in sorted(self.seen, key=lambda f: self.seen[f][-1])[:len(self.seen) - MAX_FINGERPRINTS]:
-                del self.seen[fp]
         self.fired = [fp for fp in self.fired if fp in self.seen]
 
     def to_json(self) -> list[Any]:

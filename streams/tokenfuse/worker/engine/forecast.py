@@ -13,7 +13,7 @@ within this window (the p50 ETA is before the window's end) AND plausible within
 (the conservative p10 ETA is less than `warn_before` away). Waiting for the p50 alone to come
 within `warn_before` would give half of the accurate warnings less lead than asked for.
 It clears, with hysteresis, when the p50 ETA has left the window and the p10 ETA is more than
-twice `warn_before` away, continuously for `warn_before / 4` (at least a minute) of event time.
+twice `warn_before` away, continuously for `warn_before / 4` (at least 5 s) of event time.
 A cleared warning may fire again in the same window (a new episode, a new alert id).
 Rolling windows have no end to forecast against: they get no forecast.
 """
@@ -34,7 +34,7 @@ GRID = 32  # ETA search: scan points over the window's rest, then bisection
 BISECT = 24
 MIN_EVENTS = 5  # deltas seen before a warning may fire
 MIN_SPAN_FRACTION = 0.05  # ... and this share of the window observed
-MIN_CLEAR_DWELL_MS = 60_000
+MIN_CLEAR_DWELL_MS = 5_000
 
 
 class Projection(Protocol):
