@@ -195,8 +195,13 @@ def test_forecast_loop_and_spike_settings_become_fields_with_defaults(tmp_path):
             limit: 100
             window: day
             forecast: {warn_before: 45m, action: throttle}
-            loop: {repeats: 4, within: 2m, action: block, per: agent}
             spike: {factor: 2.5}
+          - id: agents
+            scope: agent:*
+            metric: total_tokens
+            limit: 1000
+            window: 1h
+            loop: {repeats: 4, within: 2m, action: block, per: agent}
           - id: runs
             scope: run:*
             metric: total_tokens
@@ -204,13 +209,13 @@ def test_forecast_loop_and_spike_settings_become_fields_with_defaults(tmp_path):
             window: 1h
             loop: {}
         """)
-    team, runs = load_budgets(path)
+    team, agents, runs = load_budgets(path)
     assert team["forecast"] == {"warn_before_ms": 2_700_000, "action": "throttle"}
-    assert team["loop"] == {"repeats": 4, "within_ms": 120_000, "action": "block", "per": "agent"}
+    assert agents["loop"] == {"repeats": 4, "within_ms": 120_000, "action": "block", "per": "agent"}
     assert team["spike"] == {"factor": 2.5, "baseline_ms": 3_600_000, "action": "alert"}
     assert runs["loop"] == {"repeats": 5, "within_ms": 60_000, "action": "alert", "per": "run"}
     assert runs["forecast"] is None and runs["spike"] is None
-    for budget in (team, runs):
+    for budget in (team, agents, runs):
         assert codec("Budget").decode(codec("Budget").encode(budget)) == budget
 
 
@@ -218,7 +223,7 @@ def test_invalid_forecast_loop_and_spike_settings_name_their_line_and_field(tmp_
     path = write(tmp_path, """\
         budgets:
           - id: a
-            scope: agent:*
+            scope: team:acme/*
             metric: total_tokens
             limit: 1000
             window: 1h
@@ -232,6 +237,12 @@ def test_invalid_forecast_loop_and_spike_settings_name_their_line_and_field(tmp_
             window: rolling:60s
             forecast: {}
             loop: 5
+          - id: c
+            scope: run:*
+            metric: total_tokens
+            limit: 1000
+            window: 1h
+            loop: {per: agent}
         """)
     assert problems(path) == [
         "budgets.yaml:7: budgets[0].forecast.action: 'block' is not one of alert, warn, throttle",
@@ -245,4 +256,5 @@ def test_invalid_forecast_loop_and_spike_settings_name_their_line_and_field(tmp_
         "budgets.yaml:9: budgets[0].spike.action: 'kill' is not one of alert, warn, throttle, block",
         "budgets.yaml:15: budgets[1].forecast: a rolling window has no end to forecast; use a tumbling or calendar window",
         "budgets.yaml:16: budgets[1].loop: must be a mapping, got 5",
+        "budgets.yaml:22: budgets[2].loop.per: loops per agent are counted on a agent:* budget, not on 'run:*'",
     ]

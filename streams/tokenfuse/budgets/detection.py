@@ -31,9 +31,11 @@ _MS = {"warn_before": "warn_before_ms", "within": "within_ms", "baseline": "base
 
 
 def parse_detection(fields: dict[str, tuple[yaml.Node, yaml.Node]], path: str, problems: Problems,
-                    window_ms: int | None) -> dict[str, dict[str, Any] | None]:
+                    window_ms: int | None, scope: str | None) -> dict[str, dict[str, Any] | None]:
     """The budget record's `forecast`, `loop` and `spike` fields (None where absent).
-    `window_ms`: the budget window's length, None for a rolling window (no forecast there)."""
+    `window_ms`: the budget window's length, None for a rolling window (no forecast there).
+    A loop is counted on the budget's own scope: `per: run` needs a run scope (`run:*`), `per:
+    agent` an agent scope; `per` defaults to the scope's kind."""
     out: dict[str, dict[str, Any] | None] = {"forecast": None, "loop": None, "spike": None}
     for name in out:
         if name not in fields:
@@ -45,8 +47,15 @@ def parse_detection(fields: dict[str, tuple[yaml.Node, yaml.Node]], path: str, p
             continue
         unknown_keys(settings, tuple(DEFAULTS[name]), where, problems)
         before = len(problems)
+        defaults = dict(DEFAULTS[name])
+        kind = (scope or "").partition(":")[0]
+        if name == "loop" and kind in ("run", "agent"):
+            defaults["per"] = kind
         parsed = {key: _setting(name, key, settings.get(key, (None, None))[1], default, f"{where}.{key}", problems)
-                  for key, default in DEFAULTS[name].items()}
+                  for key, default in defaults.items()}
+        if name == "loop" and scope is not None and parsed["per"] is not None and parsed["per"] != kind:
+            problems.add(settings["per"][1] if "per" in settings else node, f"{where}.per",
+                         f"loops per {parsed['per']} are counted on a {parsed['per']}:* budget, not on {scope!r}")
         if name == "forecast" and window_ms is None:
             problems.add(node, where, "a rolling window has no end to forecast; use a tumbling or calendar window")
         elif name == "forecast" and parsed["warn_before"] is not None and parsed["warn_before"] >= window_ms:

@@ -122,7 +122,7 @@ def _budget(node: yaml.Node, path: str, problems: Problems, first_line: dict[str
     limit = _limit(fields["limit"][1], f"{path}.limit", metric, problems) if "limit" in fields else None
     thresholds = (_thresholds(fields["thresholds"][1], f"{path}.thresholds", problems)
                   if "thresholds" in fields else DEFAULT_THRESHOLDS)
-    detection = parse_detection(fields, path, problems, _shortest_ms(spec))
+    detection = parse_detection(fields, path, problems, _shortest_ms(spec), scope)
     if len(problems) > before:
         return None
     return {"id": budget_id, "scope": scope, "metric": "cost_micro_usd" if metric == "cost_usd" else metric,
@@ -132,9 +132,11 @@ def _budget(node: yaml.Node, path: str, problems: Problems, first_line: dict[str
 
 def _shortest_ms(spec: WindowSpec | None) -> int | None:
     """The shortest length a window of `spec` can have; None for rolling (or unknown) windows."""
-    if spec is None or spec.kind == "rolling":
+    if spec is None or spec.re_arms:
         return None
-    return spec.size_ms or (86_400_000 - 3_600_000 if spec.unit == "day" else 28 * 86_400_000)
+    if spec.kind == "calendar":  # a day may have 23 hours, a month 28 days
+        return 86_400_000 - 3_600_000 if spec.horizon_ms <= 86_400_000 else 28 * 86_400_000
+    return spec.horizon_ms
 
 
 def _known_timezone(name: str) -> bool:

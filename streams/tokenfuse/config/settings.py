@@ -71,6 +71,8 @@ class Settings(BaseModel):
         10.0, ge=6, le=300, description="A worker that stops heartbeating loses its partitions after "
         "this long: how soon a crashed worker's scopes are taken over."
     )
+    detectors: bool = Field(True, description="Forecasts, loop and spike detection in the worker (false: "
+                            "thresholds only; the engine bench measures both).")
     windows: str = Field(
         "1m,1h,1d,7d,day,month,rolling:60s",
         description="Windows the worker keeps totals for from the start; budgets may use these. "

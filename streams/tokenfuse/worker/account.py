@@ -18,6 +18,7 @@ from tokenfuse.kafka.partitions import scope_partition
 from tokenfuse.usage.windows import FIELDS, WindowSpec
 from tokenfuse.worker.budget_feed import BudgetFeed
 from tokenfuse.worker.engine.deltas import Delta, decode_message
+from tokenfuse.worker.engine.plugins import ForecastDetector
 from tokenfuse.worker.engine.record import ScopeRecord
 from tokenfuse.worker.engine.rules import BudgetIndex
 from tokenfuse.worker.engine.settle import Output, Settler
@@ -34,7 +35,7 @@ def offsets_and_values(events: list[Any]) -> list[tuple[int, bytes]]:
 class Account:
     def __init__(self, *, table: faust.Table, settler: Settler, feed: BudgetFeed, stats: Counter[str],
                  outputs: Mapping[str, faust.TopicT], partitions: int, idle_ms: Callable[[], int],
-                 owned: Callable[[], set[int]]):
+                 owned: Callable[[], set[int]], forecasts: ForecastDetector | None = None):
         self.table = table
         self.settler = settler
         self.feed = feed
@@ -43,6 +44,7 @@ class Account:
         self.partitions = partitions
         self.idle_ms = idle_ms
         self.owned = owned
+        self.forecasts = forecasts
         self.expiry = PeriodicExpiry(table)
         self.swept_version = -1
 
@@ -122,4 +124,8 @@ class Account:
         for name, spec in specs.items():
             w = record.window(spec, now)
             windows[name] = {"start": w.start, "end": w.end, **dict(zip(FIELDS, w.totals))}
-        return {"scope": scope, "windows": windows, "state": record.published.state}
+        out = {"scope": scope, "windows": windows, "state": record.published.state}
+        if self.forecasts is not None:  # per budget: burn rate, ETA with its band, projected spend
+            budgets = self.feed.current().for_scope(scope)
+            out["forecasts"] = {k: fc.to_json() for k, fc in self.forecasts.forecasts(record, budgets, now).items()}
+        return out

@@ -23,7 +23,9 @@ from tokenfuse.usage.pricing import PriceCatalog
 from tokenfuse.usage.windows import WindowSpec, parse_window
 from tokenfuse.worker import faust_adapter
 from tokenfuse.worker.account import Account
+from tokenfuse.worker.ack_feed import AckFeed
 from tokenfuse.worker.budget_feed import BudgetFeed
+from tokenfuse.worker.engine.plugins import ForecastDetector, LoopDetector, SpikeDetector
 from tokenfuse.worker.engine.record import ScopeRecord
 from tokenfuse.worker.engine.settle import Settler
 from tokenfuse.worker.faust_adapter.tables import record_table
@@ -99,7 +101,11 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
                           grace_ms=settings.grace_seconds * 1000, deltas=deltas,
                           dlq=app.topic(settings.topic("dlq"), **raw))
     scopes_table = record_table(app, "scope-state", partitions, ScopeRecord.from_json)
-    settler = Settler(specs, stats, settings.control_key.get_secret_value().encode(), settings.control_key_id)
+    acks = AckFeed(settings)
+    forecasts = ForecastDetector(acks)
+    detectors = [forecasts, LoopDetector(acks), SpikeDetector(acks)] if settings.detectors else []
+    settler = Settler(specs, stats, settings.control_key.get_secret_value().encode(), settings.control_key_id,
+                      detectors)
 
     def owned_of(topic: str) -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
@@ -112,7 +118,7 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
         return max(spec.horizon_ms for spec in specs.values()) + settings.grace_seconds * 1000
 
     account_stage = Account(table=scopes_table, settler=settler, feed=feed, stats=stats, outputs=outputs,
-                            partitions=partitions, idle_ms=idle_ms, owned=owned)
+                            partitions=partitions, idle_ms=idle_ms, owned=owned, forecasts=forecasts)
     scopes_table.on_recover(account_stage.on_recover)
     gate = commit_gate(app)
 
@@ -131,6 +137,7 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
     @app.task
     async def follow_budgets() -> None:
         feed.start()
+        acks.start()
 
     @app.timer(1.0)
     async def sweep() -> None:

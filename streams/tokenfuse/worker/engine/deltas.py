@@ -10,6 +10,8 @@ import orjson
 
 from tokenfuse.kafka.partitions import scope_partition
 
+LOOP_SCOPES = ("run:", "agent:")  # the scopes whose deltas carry request fingerprints
+
 
 @dataclass
 class Delta:
@@ -23,6 +25,8 @@ class Delta:
     cost_micro_usd: int = 0
     events: int = 0
     last_event_id: str = ""
+    # Request fingerprint -> calls, for run and agent scopes only (the loop detector's input).
+    fingerprints: dict[str, int] | None = None
 
     def absorb(self, other: "Delta") -> None:
         """Add another delta of the same scope; the result's time is the later of the two."""
@@ -33,10 +37,17 @@ class Delta:
         self.cost_micro_usd += other.cost_micro_usd
         self.events += other.events
         self.last_event_id = other.last_event_id
+        if other.fingerprints:
+            self.fingerprints = self.fingerprints or {}
+            for fp, n in other.fingerprints.items():
+                self.fingerprints[fp] = self.fingerprints.get(fp, 0) + n
 
     def to_json(self) -> list[Any]:
-        return [self.scope, self.second_ms, self.input_tokens, self.output_tokens, self.cached_tokens,
-                self.cost_micro_usd, self.events, self.last_event_id]
+        out = [self.scope, self.second_ms, self.input_tokens, self.output_tokens, self.cached_tokens,
+               self.cost_micro_usd, self.events, self.last_event_id]
+        if self.fingerprints:
+            out.append(self.fingerprints)
+        return out
 
 
 @dataclass
@@ -62,6 +73,13 @@ class DeltaBatch:
                 delta.cost_micro_usd += cost
                 delta.events += 1
                 delta.last_event_id = event_id
+        fingerprint = event.get("request_fingerprint")
+        if fingerprint:
+            for scope in scopes:
+                if scope.startswith(LOOP_SCOPES):
+                    delta = deltas[(scope, second)]
+                    delta.fingerprints = delta.fingerprints or {}
+                    delta.fingerprints[fingerprint] = delta.fingerprints.get(fingerprint, 0) + 1
 
     def messages(self, partitions: int, max_bytes: int) -> Iterator[tuple[int, bytes]]:
         """The deltas as JSON messages per owning partition, in event-time order, each at most

@@ -1,0 +1,199 @@
+"""The forecast, loop and spike detectors as plug-ins of the accounting stage (settle.Detector).
+
+Each keeps its state per budget in `record.detectors[name]` (compact JSON: the changelog value),
+returns alerts and the enforcement entries its budgets' actions ask for (keys `name:budget`),
+and stays quiet on a scope an operator acknowledged as expected (`Quiet`, the acks topic).
+The logic lives in forecast.py and detectors.py; here it meets budgets and scope records.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence
+
+from tokenfuse.usage.windows import Window, metric
+from tokenfuse.worker.engine.deltas import Delta
+from tokenfuse.worker.engine.detectors import LoopRule, LoopState, SpikeRule, SpikeState, loop_alert, spike_alert
+from tokenfuse.worker.engine.forecast import (Forecast, ForecastRule, ForecastState, deseasonalised, forecast,
+                                              forecast_alert, step_warning)
+from tokenfuse.worker.engine.record import Enforcement, ScopeRecord
+from tokenfuse.worker.engine.rules import ActiveBudget
+from tokenfuse.worker.engine.seasonal import HourOfWeekProfile
+from tokenfuse.worker.engine.settle import Verdict
+
+Profiles = Callable[[str, str], "HourOfWeekProfile | None"]  # (scope, metric) -> profile
+PROFILED_FROM_MS = 86_400_000  # windows this long or longer use a history profile when one exists
+
+
+class Quiet(Protocol):
+    def quiet(self, budget_id: str, kind: str, scope: str, now_ms: int) -> bool: ...
+
+
+class NeverQuiet:
+    def quiet(self, budget_id: str, kind: str, scope: str, now_ms: int) -> bool:
+        return False
+
+
+def amount(delta: Delta, name: str) -> int:
+    return metric([delta.input_tokens, delta.output_tokens, delta.cached_tokens, delta.cost_micro_usd, delta.events],
+                  name)
+
+
+def entry(action: str, budget: ActiveBudget, window: Window, reason: str, until: int | None = None) -> Enforcement:
+    """The enforcement entry of a detector's action: until the window's end unless said."""
+    b = budget.budget
+    return Enforcement(action, b["id"], b["metric"], metric(window.totals, b["metric"]), b["limit"], window.start,
+                       budget.window.until(window) if until is None else until, reason)
+
+
+def store(record: ScopeRecord, name: str, kept: dict[str, Any]) -> None:
+    """A detector's states for the budgets that still apply (none: no key at all)."""
+    if kept:
+        record.detectors[name] = kept
+    else:
+        record.detectors.pop(name, None)
+
+
+def no_profiles(scope: str, metric_name: str) -> None:
+    return None
+
+
+class ForecastDetector:
+    """A burn rate for every budget with discrete windows on the scope (GET /totals shows them),
+    and early warnings for the budgets that ask for them (`forecast:`)."""
+
+    name = "forecast"
+
+    def __init__(self, quiet: Quiet | None = None, profiles: Profiles = no_profiles):
+        self.acks = quiet or NeverQuiet()
+        self.profiles = profiles
+
+    def observe(self, scope: str, record: ScopeRecord, deltas: Sequence[Delta], budgets: Sequence[ActiveBudget],
+                now_ms: int) -> Verdict:
+        verdict = Verdict()
+        states = record.detectors.get(self.name, {})
+        kept: dict[str, Any] = {}
+        at = max((d.second_ms for d in deltas), default=now_ms)
+        for budget in budgets:
+            spec = budget.window
+            if spec.re_arms:
+                continue  # a rolling window has no end to forecast against
+            b = budget.budget
+            profile = self.profiles(scope, b["metric"]) if spec.horizon_ms >= PROFILED_FROM_MS else None
+            window = record.window(spec, at)
+            spent = metric(window.totals, b["metric"])
+            if budget.id in states:
+                state = ForecastState.from_json(states[budget.id])
+            else:  # what was spent before these deltas, spread over the window so far
+                first = min((d.second_ms for d in deltas), default=at)
+                before = spent - sum(amount(d, b["metric"]) for d in deltas if window.start <= d.second_ms)
+                state = ForecastState.start(spec, window.start, before, first)
+            for d in deltas:
+                state.rate.observe(d.second_ms, deseasonalised(amount(d, b["metric"]), d.second_ms, profile), d.events)
+            rule = ForecastRule.of(b)
+            if rule is not None:
+                self._warn(verdict, scope, budget, rule, state, window, spent, at, now_ms, profile,
+                           deltas[-1].last_event_id if deltas else "")
+            kept[budget.id] = state.to_json()
+        store(record, self.name, kept)
+        return verdict
+
+    def _warn(self, verdict: Verdict, scope: str, budget: ActiveBudget, rule: ForecastRule, state: ForecastState,
+              window: Window, spent: int, at: int, now_ms: int, profile: HourOfWeekProfile | None,
+              event_id: str) -> None:
+        b = budget.budget
+        move = step_warning(state, rule, budget.window, spent, b["limit"], window.start, window.end, at, profile)
+        if self.acks.quiet(budget.id, "forecast", scope, now_ms):
+            return
+        if move is not None:
+            fc = forecast(state.rate, spent, b["limit"], window.start, window.end, at, profile)
+            verdict.alerts.append(forecast_alert(move, b, scope, rule, fc, state.warning.episodes, event_id))
+        if state.warning.active and rule.action != "alert" and state.warning.window_start == window.start:
+            verdict.entries[f"{self.name}:{budget.id}"] = entry(
+                rule.action, budget, window, f"forecast: budget {budget.id} is forecast to be reached in this window")
+
+    def forecasts(self, record: ScopeRecord, budgets: Sequence[ActiveBudget], now_ms: int) -> dict[str, Forecast]:
+        """The forecast of each budget with a burn rate on this scope (GET /totals)."""
+        states = record.detectors.get(self.name, {})
+        out = {}
+        for budget in budgets:
+            if budget.id in states:
+                b, window = budget.budget, record.window(budget.window, now_ms)
+                profile = self.profiles("", b["metric"]) if budget.window.horizon_ms >= PROFILED_FROM_MS else None
+                out[budget.id] = forecast(ForecastState.from_json(states[budget.id]).rate,
+                                          metric(window.totals, b["metric"]), b["limit"], window.start, window.end,
+                                          max(now_ms, record.newest_ms), profile)
+        return out
+
+
+class LoopDetector:
+    """`loop:` budgets on run or agent scopes: one request fingerprint repeated `repeats` times
+    within `within`. An action other than alert holds until the budget's window ends."""
+
+    name = "loop"
+
+    def __init__(self, quiet: Quiet | None = None):
+        self.acks = quiet or NeverQuiet()
+
+    def observe(self, scope: str, record: ScopeRecord, deltas: Sequence[Delta], budgets: Sequence[ActiveBudget],
+                now_ms: int) -> Verdict:
+        verdict = Verdict()
+        states = record.detectors.get(self.name, {})
+        kept: dict[str, Any] = {}
+        for budget in budgets:
+            rule = LoopRule.of(budget.budget)
+            if rule is None or not scope.startswith(rule.per + ":"):
+                continue
+            raw = states.get(budget.id)
+            state, until = (LoopState.from_json(raw[0]), raw[1]) if raw else (LoopState(), None)
+            for d in deltas:
+                for fp, calls in (d.fingerprints or {}).items():
+                    if state.observe(rule, fp, d.second_ms, calls) and not self.acks.quiet(budget.id, "loop", scope,
+                                                                                         now_ms):
+                        verdict.alerts.append(loop_alert(budget.budget, scope, rule, fp, d.second_ms, d.last_event_id,
+                                                         now_ms))
+                        if rule.action != "alert":
+                            until = budget.window.until(record.window(budget.window, d.second_ms))
+            if until is not None and until > now_ms:
+                window = record.window(budget.window, now_ms)
+                verdict.entries[f"{self.name}:{budget.id}"] = entry(
+                    rule.action, budget, window, f"loop: one request repeated {rule.repeats} times within "
+                                                 f"{rule.within_ms // 1000}s (budget {budget.id})", until)
+            kept[budget.id] = [state.to_json(), until if until is not None and until > now_ms else None]
+        store(record, self.name, kept)
+        return verdict
+
+
+class SpikeDetector:
+    """`spike:` budgets: the last minute's spend far above the scope's own baseline. An action
+    other than alert holds while the spike lasts."""
+
+    name = "spike"
+
+    def __init__(self, quiet: Quiet | None = None):
+        self.acks = quiet or NeverQuiet()
+
+    def observe(self, scope: str, record: ScopeRecord, deltas: Sequence[Delta], budgets: Sequence[ActiveBudget],
+                now_ms: int) -> Verdict:
+        verdict = Verdict()
+        states = record.detectors.get(self.name, {})
+        kept: dict[str, Any] = {}
+        for budget in budgets:
+            rule = SpikeRule.of(budget.budget)
+            if rule is None:
+                continue
+            state = SpikeState.from_json(states[budget.id]) if budget.id in states else SpikeState()
+            quiet = self.acks.quiet(budget.id, "spike", scope, now_ms)
+            for d in deltas:
+                spike = state.observe(rule, d.second_ms, amount(d, budget.budget["metric"]))
+                if spike is not None and not quiet:
+                    verdict.alerts.append(spike_alert(budget.budget, scope, rule, spike, d.second_ms, d.last_event_id,
+                                                      now_ms))
+            if not deltas:
+                state.observe(rule, now_ms, 0)  # time moves on: a spike ends without new usage too
+            if state.active and rule.action != "alert" and not quiet:
+                window = record.window(budget.window, now_ms)
+                verdict.entries[f"{self.name}:{budget.id}"] = entry(
+                    rule.action, budget, window, f"spike: spend far above its baseline (budget {budget.id})")
+            kept[budget.id] = state.to_json()
+        store(record, self.name, kept)
+        return verdict
