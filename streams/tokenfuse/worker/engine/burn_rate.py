@@ -35,6 +35,7 @@ from tokenfuse.usage.windows import WindowSpec
 LN2 = math.log(2)
 SLOW_RATIO = 4.0  # the slow EWMA's half-life, in fast half-lives
 HALF_LIFE_SHARE = 12
+MAX_NOISE_SCALE = 4.0
 SHRINK = 0.5  # shrinkage g^2 / (g^2 + SHRINK var g): a slope of 1 sd keeps 2/3 of itself  # the fast half-life is the window divided by this
 MIN_HALF_LIFE_MS = 5_000
 MIN_BLOCK_MS = 2_000
@@ -161,7 +162,12 @@ class BurnRate:
         shrink = slope * slope / (slope * slope + SHRINK * var_slope) if slope else 0.0
         # From the slow EWMA, lag-corrected: without a clear trend, the steadier of the two.
         level = max(r2 + shrink * slope * a2, 0.0)
-        return Trend(level, shrink * slope, noise, v22 + (shrink * a2) ** 2 * var_slope, shrink * var_slope)
+        # Spend noise grows with the rate (compound Poisson: variance ~ rate). The residuals were
+        # measured at about the slow rate; scaled to the level now, a stream that went quiet
+        # gets a narrow band instead of the width of its busy past.
+        scale = min(level / r2, MAX_NOISE_SCALE) if r2 > 0 else 1.0
+        return Trend(level, shrink * slope, noise * scale, (v22 + (shrink * a2) ** 2 * var_slope) * min(scale, 1.0),
+                     shrink * var_slope * min(scale, 1.0))
 
     def to_json(self) -> list[Any]:
         return [self.half_life_ms, self.origin_ms, self.last_ms, self.fast, self.slow, self.noise, self.events,
