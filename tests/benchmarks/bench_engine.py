@@ -9,6 +9,10 @@ Replays N usage events (default 1M) into a fresh usage topic, then measures in t
                 (what any engine built on a Faust agent is bounded by)
 and prints events/s and the ratios engine/baseline, engine/floor and engine/ceiling. Needs the
 local broker.
+
+With --detectors: budgets on every agent, team, run and org with forecast, loop and spike rules,
+request fingerprints in the events, and the engine twice on the same topic: detectors off
+(TOKENFUSE_DETECTORS=false: thresholds only) and on. Their ratio is what the detectors cost.
 """
 
 from __future__ import annotations
@@ -33,7 +37,22 @@ from tokenfuse.config import Settings
 from tokenfuse.dev.process import FAUST_STARTED_LINE, RoleProcess
 from tokenfuse.kafka.topics import create_topics, delete_topics
 
-from tests.helpers import free_port
+from tests.helpers import free_port, publish_budget
+
+LADDER = [{"percent": 80, "action": "alert"}, {"percent": 100, "action": "block"}]
+# Limits far above the bench's spend: every budget is checked, none blocks.
+DETECTOR_BUDGETS = [
+    {"id": "agents", "scope": "agent:*", "metric": "total_tokens", "window": "1h", "limit": 10**12,
+     "forecast": {"warn_before_ms": 1_800_000, "action": "alert"},
+     "spike": {"factor": 3.0, "baseline_ms": 3_600_000, "action": "alert"}},
+    {"id": "teams", "scope": "team:*", "metric": "cost_micro_usd", "window": "day", "limit": 10**12,
+     "forecast": {"warn_before_ms": 1_800_000, "action": "warn"}},
+    {"id": "runs", "scope": "run:*", "metric": "total_tokens", "window": "1d", "limit": 10**12,
+     "loop": {"repeats": 5, "within_ms": 60_000, "action": "block", "per": "run"}},
+    {"id": "orgs", "scope": "org:*", "metric": "cost_micro_usd", "window": "month", "limit": 10**12,
+     "forecast": {"warn_before_ms": 86_400_000, "action": "alert"},
+     "spike": {"factor": 3.0, "baseline_ms": 3_600_000, "action": "alert"}},
+]
 
 
 def events(n: int, shape: str, now: int, rng: random.Random) -> Iterator[dict[str, Any]]:
@@ -58,7 +77,8 @@ def events(n: int, shape: str, now: int, rng: random.Random) -> Iterator[dict[st
                "org": f"org-{agent % 50}", "team": f"team-{agent % 200}", "agent": f"agent-{agent}",
                "run": run, "user": None, "model": models[agent % 8],
                "input_tokens": rng.randrange(100, 5000), "output_tokens": rng.randrange(10, 1000),
-               "cost_micro_usd": None, "tags": {"env": "prod" if agent % 3 else "dev"}}
+               "cost_micro_usd": None, "tags": {"env": "prod" if agent % 3 else "dev"},
+               "request_fingerprint": f"fp-{rng.randrange(40)}"}
 
 
 def replay(settings: Settings, n: int, shape: str) -> None:
@@ -150,6 +170,7 @@ class Run:
     args: tuple[str, ...]
     counted: str  # the counter of events done
     pythonpath: str = ""  # another checkout's streams/ (the engine before a change)
+    detectors: bool = True  # TOKENFUSE_DETECTORS
 
 
 def measure(base: Settings, tag: str, logdir: Path, run: Run, n: int, workers: int = 1,
@@ -158,7 +179,8 @@ def measure(base: Settings, tag: str, logdir: Path, run: Run, n: int, workers: i
     for i in range(workers):
         port = free_port()
         settings = base.model_copy(update={"app_id": f"bench-{tag}-{run.name}-{workers}", "web_port": port,
-                                           "data_dir": logdir / f"{run.name}-{workers}-{i}"})
+                                           "data_dir": logdir / f"{run.name}-{workers}-{i}",
+                                           "detectors": run.detectors})
         env = {"PYTHONPATH": run.pythonpath} if run.pythonpath else None
         procs.append(RoleProcess("worker", settings, logdir / f"{run.name}-{workers}-{i}.log", *run.args,
                                  module=run.module, extra_env=env, ready_line=FAUST_STARTED_LINE))
@@ -178,6 +200,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="run only these (baseline, engine-before, engine, floor)")
     parser.add_argument("--scale-out", action="store_true",
                         help="instead: the engine with one worker pinned to core 0, then two pinned to 0 and 1")
+    parser.add_argument("--detectors", action="store_true",
+                        help="instead: budgets with forecast/loop/spike rules, the engine with detectors off and on")
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:8]
     logdir = Path(".tokenfuse/bench") / tag
@@ -187,6 +211,9 @@ def main() -> None:
     runs = [Run("baseline", "tests.benchmarks.naive_worker", (), "events"),
             Run("engine", "tokenfuse.cli.main", (), "settled_events"),
             Run("floor", "tests.benchmarks.naive_worker", ("--floor",), "events")]
+    if args.detectors:
+        runs = [Run("engine-thresholds", "tokenfuse.cli.main", (), "settled_events", detectors=False),
+                Run("engine-detectors", "tokenfuse.cli.main", (), "settled_events")]
     if args.before:
         runs.insert(1, Run("engine-before", "tokenfuse.cli.main", (), "settled_events",
                            str(args.before.resolve() / "streams")))
@@ -195,6 +222,8 @@ def main() -> None:
         replay(base, args.events, args.shape)
         ceil = ceiling(base, args.events)
         print(f"ceiling  (confluent consume+decode): {ceil:,.0f} events/s", flush=True)
+        for budget in DETECTOR_BUDGETS if args.detectors else ():
+            publish_budget(base, thresholds=LADDER, **budget)
         if args.scale_out:
             engine = runs[-2]
             one, _ = measure(base, tag, logdir, engine, args.events, 1, [0])
@@ -209,6 +238,9 @@ def main() -> None:
             rates[run.name], cpu[run.name] = measure(base, tag, logdir, run, args.events)
             print(f"{run.name:13} ({args.guarantee}, {args.shape}): {rates[run.name]:,.0f} events/s, "
                   f"{cpu[run.name]:.1f} CPU µs/event", flush=True)
+        if len(rates) == 2 and args.detectors:
+            on, off = "engine-detectors", "engine-thresholds"
+            print(f"detectors on / off = {rates[on] / rates[off]:.2f}x events/s, {cpu[on] / cpu[off]:.2f}x CPU per event")
         if "engine" in rates:
             for other in ("engine-before", "baseline", "floor"):
                 if other in rates:

@@ -63,21 +63,23 @@ def run_list(args: argparse.Namespace) -> int:
     budgets = sorted(read_budgets(settings).values(), key=lambda b: b["id"])
     print(format_table(budgets) if budgets else "no budgets")
     if budgets:
-        print_current_spend(settings)
+        print_current_spend(settings, {b["id"]: b for b in budgets})
     return 0
 
 
-def print_current_spend(settings: Settings) -> None:
+def print_current_spend(settings: Settings, budgets: dict[str, dict[str, Any]]) -> None:
     """Spend and % used per budget and scope in the current windows, from the ClickHouse history
-    (the same query as `tokenfuse report utilisation`); one line if the history is not there."""
+    (the same query as `tokenfuse report utilisation`), with the burn rate, the ETA of the limit
+    and the spend projected at the window's end; one line if the history is not there."""
     from tokenfuse.cli.sql import print_result
     from tokenfuse.errors import TokenfuseError
     from tokenfuse.history import reports
+    from tokenfuse.history.forecasts import with_forecasts
     from tokenfuse.history.sql import sql_runner
 
     try:
         with sql_runner(settings) as sql:
-            result = reports.utilisation(sql)
+            result = with_forecasts(sql, reports.utilisation(sql), budgets)
     except TokenfuseError as exc:
         print(f"\ncurrent spend: not available ({exc})")
         return

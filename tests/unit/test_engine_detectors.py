@@ -1,0 +1,101 @@
+"""The detector plug-ins inside the settling of a scope: alerts, enforcement entries, acks,
+request fingerprints in deltas, and state that survives the record's JSON form."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from tokenfuse.control.signing import decode_verified
+from tokenfuse.kafka.codec import codec
+from tokenfuse.usage.windows import parse_window
+from tokenfuse.worker.engine.deltas import Delta, DeltaBatch, decode_message
+from tokenfuse.worker.engine.plugins import ForecastDetector, LoopDetector, SpikeDetector
+from tokenfuse.worker.engine.record import ScopeRecord
+from tokenfuse.worker.engine.rules import BudgetIndex
+from tokenfuse.worker.engine.settle import Settler
+
+HOUR = parse_window("1h")
+KEYS = {"k1": b"k"}
+
+
+class Acks:
+    def __init__(self, quiet: set[tuple[str, str, str]]):
+        self.quiet_for = quiet
+
+    def quiet(self, budget_id: str, kind: str, scope: str, now_ms: int) -> bool:
+        return (budget_id, kind, scope) in self.quiet_for
+
+
+def budget(**kw):
+    return {"id": "b", "scope": "run:*", "metric": "total_tokens", "window": "1h", "timezone": "UTC",
+            "limit": 10**9, "thresholds": [{"percent": 100, "action": "block"}], **kw}
+
+
+def settler(quiet=frozenset()):
+    acks = Acks(set(quiet))
+    return Settler({HOUR.name: HOUR}, Counter(), b"k", "k1", [ForecastDetector(acks), LoopDetector(acks),
+                                                                SpikeDetector(acks)])
+
+
+def decoded(outputs):
+    alerts = [codec("Alert").decode(o.value) for o in outputs if o.topic == "alerts"]
+    states = [decode_verified(o.value, KEYS) for o in outputs if o.topic == "control"]
+    return alerts, states
+
+
+def test_fingerprints_ride_in_run_and_agent_deltas_only():
+    batch = DeltaBatch()
+    event = {"event_time": 5_500, "input_tokens": 1, "output_tokens": 0, "cached_tokens": 0, "event_id": "e",
+             "request_fingerprint": "fp"}
+    for _ in range(3):
+        batch.add(event, ["global", "agent:a", "run:r"], 1)
+    by_scope = {d.scope: d for part in batch.messages(2, 1_000_000) for d in decode_message(part[1])}
+    assert by_scope["run:r"].fingerprints == {"fp": 3} == by_scope["agent:a"].fingerprints
+    assert by_scope["global"].fingerprints is None
+
+
+def test_a_looping_run_is_blocked_at_the_repeat_and_its_state_survives_the_record_json():
+    index = BudgetIndex([budget(loop={"repeats": 3, "within_ms": 60_000, "action": "block", "per": "run"})])
+    s, record = settler(), ScopeRecord()
+    out = []
+    for t in range(3):
+        out += s.settle("run:r", record, [Delta("run:r", t * 1000, 10, events=1, last_event_id=f"e{t}",
+                                                fingerprints={"same": 1})], index, 10_000)
+        record = ScopeRecord.from_json(json.loads(json.dumps(record.to_json())))
+    alerts, states = decoded(out)
+    assert [(a["kind"], a["fingerprint"], a["event_id"]) for a in alerts] == [("loop", "same", "e2")]
+    assert [(c["state"], c["until"]) for c in states] == [("block", 3_600_000)]
+    assert states[0]["reason"].startswith("loop:")
+
+
+def test_an_acknowledged_detector_stays_quiet_on_that_scope():
+    index = BudgetIndex([budget(loop={"repeats": 2, "within_ms": 60_000, "action": "block", "per": "run"})])
+    s = settler(quiet={("b", "loop", "run:r")})
+    deltas = [Delta("run:r", t * 1000, 10, events=1, fingerprints={"same": 1}) for t in range(3)]
+    assert s.settle("run:r", ScopeRecord(), deltas, index, 10_000) == []
+
+
+def test_a_forecast_that_throttles_holds_the_scope_at_throttle_while_the_warning_is_up():
+    index = BudgetIndex([budget(scope="agent:*", limit=100_000, forecast={"warn_before_ms": 1_200_000,
+                                                                          "action": "throttle"})])
+    s, record, out = settler(), ScopeRecord(), []
+    for t in range(0, 1_200_000, 10_000):  # 1000 tokens per 10 s: the limit at ~16.7 min
+        out += s.settle("agent:a", record, [Delta("agent:a", t, 1000, events=1, last_event_id=f"e{t}")], index, t)
+    alerts, states = decoded(out)
+    assert [a["kind"] for a in alerts] == ["forecast"]
+    assert alerts[0]["eta_p10"] <= alerts[0]["eta_p50"]
+    assert states[0]["state"] == "throttle" and states[0]["reason"].startswith("forecast:")
+    shown = ForecastDetector().forecasts(record, index.for_scope("agent:a"), 1_190_000)["b"]
+    assert shown.spent == record.window(HOUR, 1_190_000).totals[0] and shown.rate_per_hour > 0
+
+
+def test_a_spike_alert_names_its_factor_and_baseline():
+    index = BudgetIndex([budget(scope="agent:*", spike={"factor": 3.0, "baseline_ms": 600_000, "action": "alert"})])
+    s, record, out = settler(), ScopeRecord(), []
+    for t in range(0, 900_000, 1000):
+        tokens = 100 if t < 840_000 else 1000
+        out += s.settle("agent:a", record, [Delta("agent:a", t, tokens, events=1)], index, t)
+    alerts, _ = decoded(out)
+    assert [a["kind"] for a in alerts] == ["spike"]
+    assert alerts[0]["factor"] >= 3 and 300_000 < alerts[0]["baseline_per_hour"] < 400_000
