@@ -12,7 +12,7 @@ from tokenfuse.history.profiles import hour_of_week_profile
 from tokenfuse.usage.pricing import PriceCatalog
 from tokenfuse.worker.engine.seasonal import HOUR_MS, WEEK_MS, hour_of_week
 
-MONDAY = 1_796_947_200_000  # 2026-12-14 00:00 UTC, a Monday
+MONDAY = 1_797_206_400_000  # 2026-12-14 00:00 UTC, a Monday
 DAY = 86_400_000
 
 
@@ -29,7 +29,7 @@ def test_a_budget_listing_forecasts_the_current_window_from_its_minutes(history)
     store(history, rows.USAGE, [rows.usage_row(e, PriceCatalog.load(), 0, n) for n, e in enumerate(events)])
     run = runner(history)
     fc = window_forecast(run, "agent:bot", "cost_micro_usd", "day", "UTC", 20_000_000, now)
-    assert 0.9e6 < fc.rate_per_hour < 1.1e6 and fc.spent == 10_000_000
+    assert 0.9e6 < fc.rate_per_hour < 1.1e6 and fc.spent == 60 * (1_000_000 // 6)
     assert abs(fc.eta_p50 - (MONDAY + 20 * HOUR_MS)) < 2 * HOUR_MS  # at $1/h, $20 by 20:00
     assert window_forecast(run, "agent:bot", "cost_micro_usd", "rolling:60s", "UTC", 5, now) is None
     listing = with_forecasts(run, {"columns": ["budget_id", "scope"], "rows": [["b", "agent:bot"]]},
@@ -40,10 +40,11 @@ def test_a_budget_listing_forecasts_the_current_window_from_its_minutes(history)
 
 
 def test_an_hour_of_week_profile_needs_a_full_week_and_averages_the_weeks(history):
-    now = MONDAY + 2 * WEEK_MS + 5 * HOUR_MS
-    busy = [usage(1000, MONDAY + w * WEEK_MS + 9 * HOUR_MS + 60_000) for w in range(2)]  # Monday 09:00
+    now = MONDAY + 2 * WEEK_MS + 10 * HOUR_MS
+    busy = [usage(1000, MONDAY + w * WEEK_MS + 9 * HOUR_MS + 60_000) for w in range(3)]  # Mondays 09:00
     store(history, rows.USAGE, [rows.usage_row(e, PriceCatalog.load(), 0, n) for n, e in enumerate(busy)])
     run = runner(history)
     profile = hour_of_week_profile(run, "agent:bot", "cost_micro_usd", weeks=4, now_ms=now)
-    assert profile.weeks == 2 and profile.hourly[9] == 1000 and sum(profile.hourly) == 1000
+    assert profile.weeks == 2 and profile.hourly[9] == 1000 and sum(profile.hourly) == 1000  # the last 2 weeks
     assert hour_of_week_profile(run, "agent:bot", "cost_micro_usd", now_ms=MONDAY + DAY) is None
+    assert hour_of_week(MONDAY + 9 * HOUR_MS) == 9

@@ -16,6 +16,7 @@ from tokenfuse.worker.engine.forecast import Forecast, deseasonalised, forecast
 from tokenfuse.worker.engine.plugins import PROFILED_FROM_MS
 
 FORECAST_COLUMNS = ["burn_rate_per_hour", "eta_p50", "eta_p10", "projected"]
+GRAIN_MS = {"usage_by_minute": 60_000, "usage_by_hour": 3_600_000, "usage_by_day": 86_400_000}
 
 
 def window_forecast(run: Runner, scope: str, metric: str, window: str, tz: str, limit: int,
@@ -31,9 +32,12 @@ def window_forecast(run: Runner, scope: str, metric: str, window: str, tz: str, 
                "AND bucket < toDateTime({end_s:Int64}, 'UTC') GROUP BY t ORDER BY t",
                {**params, "scope": scope})["rows"]
     profile = hour_of_week_profile(run, scope, metric, now_ms=now_ms) if spec.horizon_ms >= PROFILED_FROM_MS else None
+    # A bucket's spend is taken at its middle (not at its start, which would date it early).
+    half = GRAIN_MS.get(table, 60_000) // 2
     rate, spent = BurnRate.start(spec, start), 0
     for t, amount in rows:
-        rate.observe(int(t), deseasonalised(float(amount), int(t), profile))
+        at = min(int(t) + half, now_ms)
+        rate.observe(at, deseasonalised(float(amount), at, profile))
         spent += int(amount)
     return forecast(rate, spent, limit, start, end, now_ms, profile)
 
