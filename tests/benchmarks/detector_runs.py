@@ -95,6 +95,7 @@ def detect_loops(seed: int, tally: Tally) -> None:
     tally.positives += loop is not None
     for t, fp in calls:
         seen_loop += fp == "stuck"
+        state.forget(LOOP_RULE, t)
         if state.observe(LOOP_RULE, fp, t):
             if fp == "stuck" and loop is not None:
                 tally.tp += 1

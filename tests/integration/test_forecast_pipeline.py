@@ -73,7 +73,8 @@ def test_a_ramping_stream_gets_a_forecast_alert_before_the_block_with_the_breach
     assert status == 200
     shown = body["forecasts"]["ramp"]
     assert shown["burn_rate_per_hour"] > 0 and shown["projected"] >= limit
-    assert set(shown) == {"burn_rate_per_hour", "projected", "eta_p10", "eta_p50", "eta_p90"}
+    assert set(shown) == {"burn_rate_per_hour", "projected", "eta_p10", "eta_p50", "eta_p90", "method"}
+    assert shown["method"] == "burn rate"
 
 
 def test_a_stream_that_levels_off_gets_forecast_cleared_and_no_block(settings, worker, control):

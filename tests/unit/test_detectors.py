@@ -19,6 +19,7 @@ def test_a_loop_is_caught_at_the_configured_repeat_and_once_per_episode():
     fired = [state.observe(RULE, "fp-1", t * 5000) for t in range(12)]
     assert fired.index(True) == 4 and fired.count(True) == 1
     # Silent for longer than the span: the episode ends; repeating again is a new loop.
+    state.forget(RULE, 200_000)
     again = [state.observe(RULE, "fp-1", 200_000 + t * 5000) for t in range(5)]
     assert again == [False] * 4 + [True]
 
@@ -45,7 +46,10 @@ def test_the_loop_state_stays_bounded_and_survives_its_json_form():
 def test_a_loop_fires_iff_some_span_holds_the_repeats(times):
     times = sorted(times)
     state = LoopState()
-    fired = [state.observe(RULE, "fp", t) for t in times]
+    fired = []
+    for t in times:
+        state.forget(RULE, t)
+        fired.append(state.observe(RULE, "fp", t))
     exists = any(times[i + RULE.repeats - 1] - times[i] < RULE.within_ms for i in range(len(times) - RULE.repeats + 1))
     assert any(fired) == exists
 

@@ -87,7 +87,9 @@ def test_a_forecast_that_throttles_holds_the_scope_at_throttle_while_the_warning
     assert alerts[0]["eta_p10"] <= alerts[0]["eta_p50"]
     assert states[0]["state"] == "throttle" and states[0]["reason"].startswith("forecast:")
     shown = ForecastDetector().forecasts(record, index.for_scope("agent:a"), 890_000)["b"]
-    assert shown.spent == record.window(HOUR, 890_000).totals[0] and shown.rate_per_hour > 0
+    assert shown["method"] == "burn rate" and shown["burn_rate_per_hour"] > 0 and shown["projected"] > 100_000
+    plain = BudgetIndex([budget(scope="agent:*", id="plain")]).for_scope("agent:a")
+    assert ForecastDetector().forecasts(record, plain, 890_000)["plain"]["method"] == "window average"
 
 
 def test_a_spike_alert_names_its_factor_and_baseline():

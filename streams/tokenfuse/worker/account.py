@@ -127,5 +127,5 @@ class Account:
         out = {"scope": scope, "windows": windows, "state": record.published.state}
         if self.forecasts is not None:  # per budget: burn rate, ETA with its band, projected spend
             budgets = self.feed.current().for_scope(scope)
-            out["forecasts"] = {k: fc.to_json() for k, fc in self.forecasts.forecasts(record, budgets, now).items()}
+            out["forecasts"] = self.forecasts.forecasts(record, budgets, now)
         return out

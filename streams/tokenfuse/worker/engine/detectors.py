@@ -61,8 +61,7 @@ class LoopState:
 
     def observe(self, rule: LoopRule, fingerprint: str, t_ms: int, count: int = 1) -> bool:
         """Record `count` calls with `fingerprint` at `t_ms`; True if this makes it a loop
-        (the first time in an episode)."""
-        self._forget(t_ms - rule.within_ms)
+        (the first time in an episode). Call `forget` as time moves on."""
         times = self.seen.setdefault(fingerprint, [])
         for _ in range(min(count, rule.repeats)):
             bisect.insort(times, t_ms)
@@ -77,8 +76,9 @@ class LoopState:
             return True
         return False
 
-    def _forget(self, horizon: int) -> None:
-        """Drop fingerprints silent since `horizon`: their episode ends."""
+    def forget(self, rule: LoopRule, now_ms: int) -> None:
+        """Drop fingerprints silent for `within` before `now_ms`: their episode ends."""
+        horizon = now_ms - rule.within_ms
         for fp in [fp for fp, times in self.seen.items() if times[-1] <= horizon]:
             del self.seen[fp]
         self.fired = [fp for fp in self.fired if fp in self.seen]

@@ -35,6 +35,9 @@ BISECT = 24
 MIN_EVENTS = 5  # deltas seen before a warning may fire
 MIN_SPAN_FRACTION = 0.05  # ... and this share of the window observed
 MIN_CLEAR_DWELL_MS = 5_000
+# Cheap gate: spend needing more than this many times the current rate over the rest of the
+# window cannot be forecast within it (even a steep ramp's projection stays under ~3x).
+FAR_FACTOR = 8
 
 
 class Projection(Protocol):
@@ -195,8 +198,10 @@ def step_warning(state: ForecastState, rule: ForecastRule, spec: WindowSpec, spe
     need = limit - spent
     if need <= 0:
         return None  # breached: the thresholds take over; a warning up stays up
-    proj = projection(state.rate, now, profile)
     rest = window_end - now
+    if not w.active and profile is None and need > FAR_FACTOR * state.rate.level_at(now) * rest:
+        return None  # far from any breach in this window: skip the projection (the common case)
+    proj = projection(state.rate, now, profile)
     likely = rest > 0 and proj.mean(rest) >= need
     if not w.active:
         soon = min(rule.warn_before_ms, rest)

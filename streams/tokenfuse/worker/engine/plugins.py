@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol, Sequence
 
 from tokenfuse.usage.windows import Window, metric
-from tokenfuse.worker.engine.deltas import Delta
+from tokenfuse.worker.engine.burn_rate import BurnRate
+from tokenfuse.worker.engine.deltas import LOOP_SCOPES, Delta
 from tokenfuse.worker.engine.detectors import LoopRule, LoopState, SpikeRule, SpikeState, loop_alert, spike_alert
-from tokenfuse.worker.engine.forecast import (Forecast, ForecastRule, ForecastState, deseasonalised, forecast,
+from tokenfuse.worker.engine.forecast import (ForecastRule, ForecastState, deseasonalised, forecast,
                                               forecast_alert, step_warning)
 from tokenfuse.worker.engine.record import Enforcement, ScopeRecord
 from tokenfuse.worker.engine.rules import ActiveBudget
@@ -58,8 +59,9 @@ def no_profiles(scope: str, metric_name: str) -> None:
 
 
 class ForecastDetector:
-    """A burn rate for every budget with discrete windows on the scope (GET /totals shows them),
-    and early warnings for the budgets that ask for them (`forecast:`)."""
+    """A burn rate and early warnings for the budgets that ask for them (`forecast:`). A burn
+    rate costs a few exponentials per delta and budget, so budgets without `forecast:` get none;
+    GET /totals still shows them a forecast from the window's average (`forecasts`)."""
 
     name = "forecast"
 
@@ -72,27 +74,26 @@ class ForecastDetector:
         verdict = Verdict()
         states = record.detectors.get(self.name, {})
         kept: dict[str, Any] = {}
-        at = max((d.second_ms for d in deltas), default=now_ms)
+        at = deltas[-1].second_ms if deltas else now_ms  # deltas come in event-time order
         for budget in budgets:
-            spec = budget.window
-            if spec.re_arms:
-                continue  # a rolling window has no end to forecast against
             b = budget.budget
-            profile = self.profiles(scope, b["metric"]) if spec.horizon_ms >= PROFILED_FROM_MS else None
+            rule = ForecastRule.of(b)
+            if rule is None or budget.window.re_arms:
+                continue  # no forecast asked for, or a rolling window: no end to forecast against
+            spec, name = budget.window, b["metric"]
+            profile = self.profiles(scope, name) if spec.horizon_ms >= PROFILED_FROM_MS else None
             window = record.window(spec, at)
-            spent = metric(window.totals, b["metric"])
+            spent = metric(window.totals, name)
             if budget.id in states:
                 state = ForecastState.from_json(states[budget.id])
             else:  # what was spent before these deltas, spread over the window so far
-                first = min((d.second_ms for d in deltas), default=at)
-                before = spent - sum(amount(d, b["metric"]) for d in deltas if window.start <= d.second_ms)
-                state = ForecastState.start(spec, window.start, before, first)
+                before = spent - sum(amount(d, name) for d in deltas if window.start <= d.second_ms)
+                state = ForecastState.start(spec, window.start, before, deltas[0].second_ms if deltas else at)
+            observe = state.rate.observe
             for d in deltas:
-                state.rate.observe(d.second_ms, deseasonalised(amount(d, b["metric"]), d.second_ms, profile), d.events)
-            rule = ForecastRule.of(b)
-            if rule is not None:
-                self._warn(verdict, scope, budget, rule, state, window, spent, at, now_ms, profile,
-                           deltas[-1].last_event_id if deltas else "")
+                observe(d.second_ms, deseasonalised(amount(d, name), d.second_ms, profile), d.events)
+            self._warn(verdict, scope, budget, rule, state, window, spent, at, now_ms, profile,
+                       deltas[-1].last_event_id if deltas else "")
             kept[budget.id] = state.to_json()
         store(record, self.name, kept)
         return verdict
@@ -111,17 +112,24 @@ class ForecastDetector:
             verdict.entries[f"{self.name}:{budget.id}"] = entry(
                 rule.action, budget, window, f"forecast: budget {budget.id} is forecast to be reached in this window")
 
-    def forecasts(self, record: ScopeRecord, budgets: Sequence[ActiveBudget], now_ms: int) -> dict[str, Forecast]:
-        """The forecast of each budget with a burn rate on this scope (GET /totals)."""
+    def forecasts(self, record: ScopeRecord, budgets: Sequence[ActiveBudget], now_ms: int) -> dict[str, dict[str, Any]]:
+        """Per budget with a discrete window on this scope, its forecast (GET /totals): from its
+        burn rate, or for a budget without `forecast:` from the window's average so far."""
         states = record.detectors.get(self.name, {})
+        at = max(now_ms, record.newest_ms)
         out = {}
         for budget in budgets:
-            if budget.id in states:
-                b, window = budget.budget, record.window(budget.window, now_ms)
-                profile = self.profiles("", b["metric"]) if budget.window.horizon_ms >= PROFILED_FROM_MS else None
-                out[budget.id] = forecast(ForecastState.from_json(states[budget.id]).rate,
-                                          metric(window.totals, b["metric"]), b["limit"], window.start, window.end,
-                                          max(now_ms, record.newest_ms), profile)
+            if budget.window.re_arms:
+                continue
+            b, window = budget.budget, record.window(budget.window, at)
+            spent = metric(window.totals, b["metric"])
+            tracked = budget.id in states
+            rate = (ForecastState.from_json(states[budget.id]).rate if tracked
+                    else BurnRate.start(budget.window, window.start, spent, at))
+            profile = (self.profiles("", b["metric"]) if tracked and budget.window.horizon_ms >= PROFILED_FROM_MS
+                       else None)
+            fc = forecast(rate, spent, b["limit"], window.start, window.end, at, profile)
+            out[budget.id] = {**fc.to_json(), "method": "burn rate" if tracked else "window average"}
         return out
 
 
@@ -137,6 +145,8 @@ class LoopDetector:
     def observe(self, scope: str, record: ScopeRecord, deltas: Sequence[Delta], budgets: Sequence[ActiveBudget],
                 now_ms: int) -> Verdict:
         verdict = Verdict()
+        if not scope.startswith(LOOP_SCOPES):
+            return verdict
         states = record.detectors.get(self.name, {})
         kept: dict[str, Any] = {}
         for budget in budgets:
@@ -145,6 +155,8 @@ class LoopDetector:
                 continue
             raw = states.get(budget.id)
             state, until = (LoopState.from_json(raw[0]), raw[1]) if raw else (LoopState(), None)
+            if deltas:
+                state.forget(rule, deltas[0].second_ms)
             for d in deltas:
                 for fp, calls in (d.fingerprints or {}).items():
                     if state.observe(rule, fp, d.second_ms, calls) and not self.acks.quiet(budget.id, "loop", scope,
