@@ -51,10 +51,17 @@ def _calls(rng: random.Random, g: Callable[[float], float], g_max: float, calls:
 
 def _run(shape: str, seed: int, rng: random.Random, g: Callable[[float], float], g_max: float, *,
          breach_at: float | None, fraction: float = 0.0, window: int = DAY_MS, calls: float = 3000,
-         cluster: float = 1.0, profile: HourOfWeekProfile | None = None) -> Run:
+         cluster: float = 1.0, weekly: Callable[[int], float] | None = None) -> Run:
+    """`weekly`: the intensity per hour of the week, for a history profile of four earlier weeks
+    (the same shape and scale, 20% noise per hour)."""
     times = _calls(rng, g, g_max, calls, window, cluster)
     share = _integral(g, breach_at) / _integral(g, 1.0) if breach_at else 1.0
     mean_cost = (LIMIT if breach_at else fraction * LIMIT) / (calls * share)
+    profile = None
+    if weekly is not None:
+        per_hour = calls * mean_cost / (_integral(g, 1.0) * window) * HOUR_MS  # spend per hour at intensity 1
+        profile = HourOfWeekProfile(tuple(weekly(h) * per_hour * rng.lognormvariate(0, 0.2)
+                                          for h in range(WEEK_HOURS)), 4)
     mu = math.log(mean_cost) - SIGMA ** 2 / 2
     events = [(t, max(1, int(rng.lognormvariate(mu, SIGMA)))) for t in times]
     spent, breach = 0, None
@@ -109,7 +116,7 @@ def level_off(seed: int) -> Run:
 
 def seasonal(seed: int) -> Run:
     """A calendar month of office-hours spend (weekdays 9-18 UTC busy, weekends quiet), with a
-    history profile of four earlier weeks (the same shape, 20% noise per hour)."""
+    history profile of four earlier weeks."""
     rng = random.Random(seed)
     month = 30 * DAY_MS
 
@@ -122,12 +129,11 @@ def seasonal(seed: int) -> Run:
     def g(u: float) -> float:
         return weekly((start_hour + int(u * month / HOUR_MS)) % WEEK_HOURS)
 
-    profile = HourOfWeekProfile(tuple(weekly(h) * 1000 * rng.lognormvariate(0, 0.2) for h in range(WEEK_HOURS)), 4)
     if rng.random() < 0.5:
         return _run("daily-seasonal (month)", seed, rng, g, 1.0, breach_at=rng.uniform(0.4, 0.95), window=month,
-                    calls=12000, profile=profile)
+                    calls=12000, weekly=weekly)
     return _run("daily-seasonal (month)", seed, rng, g, 1.0, breach_at=None, fraction=rng.uniform(0.5, 0.85),
-                window=month, calls=12000, profile=profile)
+                window=month, calls=12000, weekly=weekly)
 
 
 SHAPES = (steady, linear, ramp, bursty, step, level_off, seasonal)
