@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, Mapping
 
 from tokenfuse.config import Settings
+from tokenfuse.config.roles import require
 from tokenfuse.control.manual import parse_until
 from tokenfuse.control.signing import sign
 from tokenfuse.errors import ConfigError
@@ -59,8 +60,7 @@ def build_ack(alert_id: str, alert: Mapping[str, Any], *, expected: bool, until:
 
 def publish_ack(settings: Settings, ack: Mapping[str, Any]) -> dict[str, Any]:
     """Sign and publish an ack on the acks topic; return the signed record."""
-    if settings.control_key is None:
-        raise ConfigError("TOKENFUSE_CONTROL_KEY is required to sign acks")
+    require(settings, "operator")
     signed = sign(ack, settings.control_key.get_secret_value().encode(), settings.control_key_id, schema="AlertAck")
     produce_and_wait(settings, settings.topic("acks"), ack_key(ack["budget_id"], ack["kind"], ack["scope"]).encode(),
                      codec("AlertAck").encode(signed))
