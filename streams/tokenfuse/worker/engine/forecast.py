@@ -10,8 +10,9 @@
 
 When a warning fires (documented in docs/forecasts.md): the breach must be more likely than not
 within this window (the p50 ETA is before the window's end) AND plausible within `warn_before`
-(the conservative p10 ETA is less than `warn_before` away). Waiting for the p50 alone to come
-within `warn_before` would give half of the accurate warnings less lead than asked for.
+(a conservative band edge, the 2.3rd percentile ETA, is less than `warn_before` away). Waiting
+for the p50 alone to come within `warn_before` would give half of the accurate warnings less lead
+than asked for.
 It clears, with hysteresis, when the p50 ETA has left the window and the p10 ETA is more than
 twice `warn_before` away, continuously for `warn_before / 4` (at least 5 s) of event time.
 A cleared warning may fire again in the same window (a new episode, a new alert id).
@@ -35,6 +36,10 @@ BISECT = 24
 MIN_EVENTS = 5  # deltas seen before a warning may fire
 MIN_SPAN_FRACTION = 0.05  # ... and this share of the window observed
 MIN_CLEAR_DWELL_MS = 5_000
+# The band edge a warning fires on: the 2.3rd percentile ETA (z = 2), not the p10: with p10 a
+# tenth of the breaches come sooner than it said and so with less lead than `warn_before`
+# (bench_forecast: in time 86% -> 98% on linear runs, no false warnings either way).
+WARN_Z = 2.0
 # Cheap gate: spend needing more than this many times the current rate over the rest of the
 # window cannot be forecast within it (even a steep ramp's projection stays under ~3x).
 FAR_FACTOR = 8
@@ -205,7 +210,7 @@ def step_warning(state: ForecastState, rule: ForecastRule, spec: WindowSpec, spe
     likely = rest > 0 and proj.mean(rest) >= need
     if not w.active:
         soon = min(rule.warn_before_ms, rest)
-        plausible = proj.mean(soon) + Z90 * proj.sd(soon) >= need
+        plausible = proj.mean(soon) + WARN_Z * proj.sd(soon) >= need
         if likely and plausible and ready(state.rate, spec, now):
             w.active, w.episodes, w.clear_since = True, w.episodes + 1, None
             return "forecast"
