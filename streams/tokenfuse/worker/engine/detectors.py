@@ -126,8 +126,9 @@ class SpikeState:
     closed: int = 0  # buckets that entered the baseline
     active: bool = False
 
-    def observe(self, rule: SpikeRule, t_ms: int, amount: float) -> Spike | None:
-        """Add spend at `t_ms`; a Spike when this starts one (once per episode)."""
+    def observe(self, rule: SpikeRule, t_ms: int, amount: float, check: bool = True) -> Spike | None:
+        """Add spend at `t_ms`; a Spike when this starts one (once per episode). `check=False`
+        skips the check (the caller checks once its deltas of this bucket are all in)."""
         index = t_ms // BUCKET_MS
         if self.bucket < 0:
             self.bucket, self.recent = index, [0.0]
@@ -137,7 +138,7 @@ class SpikeState:
         back = self.bucket - index
         if back < len(self.recent):  # a late delta still within the last minute counts there
             self.recent[-1 - back] += amount
-        return self.check(rule)
+        return self.check(rule) if check else None
 
     def check(self, rule: SpikeRule) -> Spike | None:
         """Start or end the episode from the last minute's spend; a Spike when one starts."""

@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol, Sequence
 from tokenfuse.usage.windows import Window, metric
 from tokenfuse.worker.engine.burn_rate import BurnRate
 from tokenfuse.worker.engine.deltas import LOOP_SCOPES, Delta
-from tokenfuse.worker.engine.detectors import LoopRule, LoopState, SpikeRule, SpikeState, loop_alert, spike_alert
+from tokenfuse.worker.engine.detectors import BUCKET_MS, LoopRule, LoopState, SpikeRule, SpikeState, loop_alert, spike_alert
 from tokenfuse.worker.engine.forecast import (ForecastRule, ForecastState, deseasonalised, forecast,
                                               forecast_alert, step_warning)
 from tokenfuse.worker.engine.record import Enforcement, ScopeRecord
@@ -195,8 +195,10 @@ class SpikeDetector:
                 continue
             state = SpikeState.from_json(states[budget.id]) if budget.id in states else SpikeState()
             quiet = self.acks.quiet(budget.id, "spike", scope, now_ms)
-            for d in deltas:
-                spike = state.observe(rule, d.second_ms, amount(d, budget.budget["metric"]))
+            for i, d in enumerate(deltas):
+                # Checked once per bucket of the batch: at its last delta.
+                last = i + 1 == len(deltas) or deltas[i + 1].second_ms // BUCKET_MS != d.second_ms // BUCKET_MS
+                spike = state.observe(rule, d.second_ms, amount(d, budget.budget["metric"]), last)
                 if spike is not None and not quiet:
                     verdict.alerts.append(spike_alert(budget.budget, scope, rule, spike, d.second_ms, d.last_event_id,
                                                       now_ms))
