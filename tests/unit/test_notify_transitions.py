@@ -39,6 +39,9 @@ def test_severity_follows_the_action_and_the_kind():
     assert tracker.alert(alert("c", kind="forecast", eta=NOW + 3_600_000), None, NOW).severity == "warning"
     cleared = tracker.alert(alert("d", kind="forecast-cleared"), None, NOW)
     assert (cleared.event, cleared.kind) == ("cleared", "forecast")
+    from_worker = tracker.alert(alert("e", kind="forecast_cleared"), None, NOW)  # the worker's spelling
+    assert (from_worker.event, from_worker.kind) == ("cleared", "forecast")
+    assert tracker.alert(alert("f", kind="forecast", eta_p50=NOW + 60_000), None, NOW).eta == NOW + 60_000
 
 
 def test_control_levels_become_blocked_and_released_transitions():

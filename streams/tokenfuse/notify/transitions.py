@@ -1,7 +1,7 @@
 """From alert and control records to transitions: what is worth telling a person, once.
 
-- An alert is a transition by itself: `fired`, or `cleared` for kinds ending in `-cleared`
-  (forecast-cleared). Its alert_id is deterministic, so a replayed alert is dropped as seen.
+- An alert is a transition by itself: `fired`, or `cleared` for kinds ending in `_cleared` or
+  `-cleared` (the worker's forecast_cleared). Its alert_id is deterministic, so a replayed alert is dropped as seen.
 - Control states are levels, not events: the notifier keeps each scope's last state and tells
   `blocked` when a scope enters `block` and `released` when it leaves it. A repeated state says
   nothing new.
@@ -100,8 +100,8 @@ class Tracker:
         if record["created_at"] < now_ms - self.stale_after_ms:
             return Skipped("stale")
         self._change(source, "seen", alert_id, record["created_at"])
-        kind, cleared = record["kind"], record["kind"].endswith("-cleared")
-        base = kind.removesuffix("-cleared")
+        kind, cleared = record["kind"], record["kind"].endswith(("_cleared", "-cleared"))
+        base = kind.removesuffix("_cleared").removesuffix("-cleared")
         severity = _KIND_SEVERITY.get(base) or _ACTION_SEVERITY.get(record.get("action") or "alert", "info")
         return Transition(
             id=f"{'cleared' if cleared else 'fired'}:{alert_id}", event="cleared" if cleared else "fired",
@@ -109,7 +109,7 @@ class Tracker:
             budget_id=record.get("budget_id"), metric=record.get("metric"), spent=record.get("spent"),
             limit=record.get("limit"), threshold_percent=record.get("threshold_percent"),
             action=record.get("action"), window_start=record.get("window_start"),
-            window_end=record.get("window_end"), eta=record.get("eta"), message=record.get("message") or "")
+            window_end=record.get("window_end"), eta=record.get("eta_p50", record.get("eta")), message=record.get("message") or "")
 
     def control(self, state: Mapping[str, Any], source: Source | None, now_ms: int) -> Transition | Skipped:
         scope, level = state["scope"], state["state"]
