@@ -1,4 +1,4 @@
--- Cluster variant of 008_alert_forecasts.sql and 009_alert_acks.sql: see README.md in this folder.
+-- Cluster variant of 009_alert_forecasts.sql and 010_alert_acks.sql: see README.md in this folder.
 ALTER TABLE alerts_local ON CLUSTER '{cluster}'
     ADD COLUMN IF NOT EXISTS eta_p10            Nullable(DateTime64(3, 'UTC')),
     ADD COLUMN IF NOT EXISTS eta_p50            Nullable(DateTime64(3, 'UTC')),
