@@ -85,13 +85,17 @@ class Settler:
             new_alerts, record.entries[budget.id] = evaluate(budget, scope, window, record, event_id, now)
             alerts += new_alerts
         kept = {b.id for b in budgets}
-        for detector in self.detectors:
-            verdict = detector.observe(scope, record, deltas, budgets, now)
-            alerts += verdict.alerts
-            record.entries = {k: e for k, e in record.entries.items() if not k.startswith(detector.name + ":")}
-            record.entries.update(verdict.entries)
-            kept.update(verdict.entries)
-        record.entries = {k: e for k, e in record.entries.items() if e.until > now and k in kept}
+        # Detectors act for budgets (forecast:, loop:, spike:); a scope without budgets and
+        # without their state or entries (most scopes) skips them.
+        if budgets or record.detectors or record.entries:
+            for detector in self.detectors:
+                verdict = detector.observe(scope, record, deltas, budgets, now)
+                alerts += verdict.alerts
+                record.entries = {k: e for k, e in record.entries.items() if not k.startswith(detector.name + ":")}
+                record.entries.update(verdict.entries)
+                kept.update(verdict.entries)
+        if record.entries:
+            record.entries = {k: e for k, e in record.entries.items() if e.until > now and k in kept}
         out = [Output("alerts", scope.encode(), codec("Alert").encode(alert)) for alert in alerts]
         self.stats["alerts"] += len(alerts)
         chosen = effective(record.entries, now)
