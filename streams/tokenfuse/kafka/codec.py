@@ -2,15 +2,16 @@
 
 Messages use Avro single-object encoding (C3 01, the writer schema's 8-byte CRC-64-AVRO
 fingerprint little-endian, then the body), so any language can decode them with the .avsc alone
-and an old writer schema is recognised by its fingerprint. Older schema versions live in
-schemas/history/<Name>.v<N>.avsc; data they wrote is read with the current schema.
+(Java: Avro's BinaryMessageDecoder) and an old writer schema is recognised by its fingerprint.
+Older schema versions live in schemas/history/<Name>.v<N>.avsc; data they wrote is read with the
+current schema. Until 2026-11 tokenfuse wrote the fingerprint byte-reversed (big-endian); such
+messages (old topics, SDK spools) are still read, never written.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import struct
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,15 @@ from tokenfuse.errors import DecodeError
 from tokenfuse.resources import resource_path
 
 MAGIC = b"\xc3\x01"
-_HEADER = struct.Struct("<2sQ")
+_HEADER_SIZE = 10
 
 NAMES = ("UsageEvent", "Budget", "ControlState", "Alert", "AlertAck")
 
 
-def _fingerprint(parsed: dict) -> int:
-    return int(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"), 16)
+def _fingerprint(parsed: dict) -> bytes:
+    """The 8 fingerprint bytes as the spec writes them: CRC-64-AVRO, little-endian. fastavro's hex
+    string already lists the bytes in that order."""
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
 
 
 def _load(path: Path) -> dict:
@@ -42,12 +45,13 @@ class Codec:
         self.name = name
         self.schema = _load(schema_dir / f"{name}.avsc")
         self.fingerprint = _fingerprint(self.schema)
-        self._header = _HEADER.pack(MAGIC, self.fingerprint)
+        self._header = MAGIC + self.fingerprint
         self._defaults = _defaults(self.schema)
-        self._writers = {self.fingerprint: self.schema}
-        for old in sorted((schema_dir / "history").glob(f"{name}.v*.avsc")):
-            parsed = _load(old)
-            self._writers[_fingerprint(parsed)] = parsed
+        self._writers: dict[bytes, dict] = {}
+        for parsed in [self.schema] + [_load(old) for old in sorted((schema_dir / "history").glob(f"{name}.v*.avsc"))]:
+            fp = _fingerprint(parsed)
+            self._writers[fp] = parsed
+            self._writers.setdefault(fp[::-1], parsed)  # the byte order tokenfuse wrote before
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """Encode with the current schema; fields the record omits take their schema default."""
@@ -63,16 +67,16 @@ class Codec:
         return buf.getvalue()
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
-        if not data or len(data) < _HEADER.size:
+        if not data or len(data) < _HEADER_SIZE:
             raise DecodeError(f"not a {self.name}: {len(data or b'')} bytes is too short", raw=data)
-        magic, fp = _HEADER.unpack_from(data)
-        if magic != MAGIC:
+        if data[:2] != MAGIC:
             raise DecodeError(f"not a {self.name}: no Avro single-object header", raw=data)
+        fp = bytes(data[2:_HEADER_SIZE])
         writer = self._writers.get(fp)
         if writer is None:
-            raise DecodeError(f"not a {self.name}: unknown schema fingerprint {fp:016x}", raw=data)
+            raise DecodeError(f"not a {self.name}: unknown schema fingerprint {fp.hex()}", raw=data)
         buf = io.BytesIO(data)
-        buf.seek(_HEADER.size)
+        buf.seek(_HEADER_SIZE)
         try:
             # Resolution costs time; skip it when the writer schema is the current one.
             reader = None if writer is self.schema else self.schema
