@@ -38,6 +38,15 @@ class DecodeError(TokenfuseError):
         super().__init__(f"{reason}{where}")
 
 
+class InvalidUsage(TokenfuseError, ValueError):
+    """An SDK call got a value the pipeline would refuse (a scope alias, an oversized id or tag):
+    raised at the call, so the mistake shows where it was made, not as a DLQ entry later."""
+
+    def __init__(self, field: str, value: object, problem: str):
+        self.field, self.value, self.problem = field, value, problem
+        super().__init__(problem)
+
+
 class SignatureError(TokenfuseError):
     """A control state is unsigned or its signature does not verify."""
 

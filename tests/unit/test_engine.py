@@ -145,7 +145,7 @@ def test_validation_rejects_absurd_usage():
 
     from tokenfuse.errors import DecodeError
 
-    good = {"event_id": "e", "org": "o", "team": "t", "agent": "a", "model": "m", "input_tokens": 5,
+    good = {"event_id": "e", "org": "o", "team": "t", "agent": "a", "model": "m", "provider": "p", "input_tokens": 5,
             "output_tokens": 5, "cached_tokens": 0, "cost_micro_usd": None, "event_time": 1_000}
     validate_usage(good, now_ms=2_000)
     for change, reason in [({"input_tokens": -1}, "negative"), ({"output_tokens": 10**12}, "absurd"),

@@ -20,15 +20,17 @@ import uuid
 from typing import Any, Callable, Mapping
 
 from tokenfuse.config import Settings
-from tokenfuse.errors import ConfigError
+from tokenfuse.errors import ConfigError, InvalidUsage
 from tokenfuse.sdk.budget_feed import BudgetFeed
 from tokenfuse.sdk.killswitch import KillSwitch
 from tokenfuse.sdk.ledger import Bound, LocalLedger
 from tokenfuse.sdk.options import FuseOptions
 from tokenfuse.sdk.reporter import FlushResult, Reporter
+from tokenfuse.usage.scopes import MAX_TAGS, field_problem, tags_problem
 
 # The run of the current thread or asyncio task, set by `with fuse.run(...)`.
 _current_run: contextvars.ContextVar[str | None] = contextvars.ContextVar("tokenfuse_run", default=None)
+_MODELS_REMEMBERED = 1000  # model names already checked, so record() and check() stay dict lookups
 
 
 class Fuse:
@@ -38,7 +40,14 @@ class Fuse:
         if settings.control_key is None:
             raise ConfigError("invalid settings:", [
                 "TOKENFUSE_CONTROL_KEY: required, the kill switch verifies every control state with it"])
+        problems = [p for p in (field_problem("org", options.org), field_problem("team", options.team),
+                                field_problem("agent", options.agent), field_problem("provider", options.provider),
+                                options.user is not None and field_problem("user", options.user),
+                                tags_problem(options.tags)) if p]
+        if problems:
+            raise ConfigError("invalid Fuse options (docs/sdk.md, 'What ids may hold'):", problems)
         self.settings, self.options = settings, options
+        self._models: set[str] = set()
         self._org, self._team, self._agent = options.org, options.team, options.agent
         self._user, self._tags, self._provider = options.user, dict(options.tags), options.provider
         spool_dir = options.spool_dir or settings.data_dir / "spool" / options.agent
@@ -68,6 +77,7 @@ class Fuse:
         worker catch a run repeating one request in a loop."""
         if (input_tokens | output_tokens | cached_tokens) < 0:
             raise ValueError("token counts must not be negative")
+        self._check_call(model, user, tags, run, provider)
         event = {
             "event_time": time.time_ns() // 1_000_000,
             "org": self._org, "team": self._team, "agent": self._agent,
@@ -91,6 +101,7 @@ class Fuse:
         ms to honour before the call. `max_tokens` (the request's output limit) and `input_tokens`
         (an estimate of the prompt) bound what the call may spend: a call that would take a
         locally enforced scope past its block threshold is refused before it is made."""
+        self._check_call(model, user, tags, run)
         run, user = run or _current_run.get(), user or self._user
         tags = {**self._tags, **tags} if tags else self._tags
         delay = self.kill_switch.check(run, user, model, tags)
@@ -108,7 +119,27 @@ class Fuse:
 
     def run(self, run_id: str | None = None) -> "Run":
         """A run context: records and checks inside it carry this run id (a new uuid if None)."""
+        if run_id is not None:
+            _require("run", run_id)
         return Run(self, run_id or str(uuid.uuid4()))
+
+    def _check_call(self, model: str | None, user: str | None, tags: Mapping[str, str] | None,
+                    run: str | None, provider: str | None = None) -> None:
+        """Raise InvalidUsage for a value the pipeline would refuse. Known models cost a set lookup."""
+        if model is not None and model not in self._models:
+            _require("model", model)
+            if len(self._models) >= _MODELS_REMEMBERED:
+                self._models.clear()
+            self._models.add(model)
+        for name, value in (("user", user), ("run", run), ("provider", provider)):
+            if value is not None:
+                _require(name, value)
+        if tags:
+            problem = tags_problem(tags)
+            if problem is None and len(self._tags.keys() | tags.keys()) > MAX_TAGS:
+                problem = f"{len(self._tags.keys() | tags.keys())} tags with this runtime's defaults, more than {MAX_TAGS}"
+            if problem:
+                raise InvalidUsage("tags", tags, problem)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -155,6 +186,12 @@ class Fuse:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _require(field: str, value: object) -> None:
+    problem = field_problem(field, value)
+    if problem:
+        raise InvalidUsage(field, value, problem)
 
 
 class Run:

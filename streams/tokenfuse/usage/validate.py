@@ -1,23 +1,42 @@
-"""Checks a decoded UsageEvent must pass before it may count toward any budget."""
+"""Checks a decoded UsageEvent must pass before it may count toward any budget.
+
+The same field rules (tokenfuse.usage.scopes.FIELDS) refuse bad values in the SDK at the call;
+here they catch what other producers (other languages, old SDKs, attackers) write to the topic."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tokenfuse.errors import DecodeError
+from tokenfuse.usage.scopes import field_problem, tags_problem
 
 # Far above any real single LLM call; anything larger is a bug or an attack, not usage.
 MAX_TOKENS_PER_EVENT = 50_000_000
 MAX_COST_MICRO_USD = 100_000 * 1_000_000
 MAX_FUTURE_MS = 3_600_000
-_REQUIRED_TEXT = ("event_id", "org", "team", "agent", "model")
+_REQUIRED_TEXT = ("event_id", "org", "team", "agent", "model", "provider")
+_OPTIONAL_TEXT = ("run", "user")  # None or "" = not given
+
+
+def usage_problem(event: dict[str, Any]) -> str | None:
+    """What makes the event's ids or tags unacceptable (aliasing, size), or None."""
+    for name in _REQUIRED_TEXT:
+        problem = field_problem(name, event[name])
+        if problem:
+            return problem
+    for name in _OPTIONAL_TEXT:
+        if event.get(name):
+            problem = field_problem(name, event[name])
+            if problem:
+                return problem
+    return tags_problem(event.get("tags") or {})
 
 
 def validate_usage(event: dict[str, Any], now_ms: int) -> None:
     """Raise DecodeError(reason) when the event is not acceptable usage."""
-    for name in _REQUIRED_TEXT:
-        if not event[name] or len(event[name]) > 256:
-            raise DecodeError(f"{name} must be 1..256 characters")
+    problem = usage_problem(event)
+    if problem:
+        raise DecodeError(problem)
     for name in ("input_tokens", "output_tokens", "cached_tokens"):
         value = event[name]
         if value < 0:
