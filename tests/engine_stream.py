@@ -28,6 +28,7 @@ from tests.helpers import free_port, read_all
 from tokenfuse.kafka.codec import codec
 from tokenfuse.kafka.follow import CompactedTopicFollower, wait_until
 from tokenfuse.config import Settings
+from tokenfuse.usage.pricing import PriceCatalog
 from tokenfuse.usage.windows import WindowSpec, parse_window
 
 FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "cost_micro_usd", "events")
@@ -133,11 +134,14 @@ class TotalsIndex:
 
     def __init__(self, counted: list[dict[str, Any]]):
         self.by_scope: dict[str, dict[int, list[int]]] = defaultdict(dict)
+        catalog = PriceCatalog.load()
         for event in counted:
+            # What counts is the larger of the reported and the catalog cost (usage/pricing.py).
+            values = {**event, "cost_micro_usd": catalog.cost(event).micro_usd}
             for scope in scopes_of(event):
                 vec = self.by_scope[scope].setdefault(event["event_time"], [0] * len(FIELDS))
                 for i, name in enumerate(FIELDS[:-1]):
-                    vec[i] += event[name]
+                    vec[i] += values[name]
                 vec[-1] += 1
 
     def scopes(self) -> list[str]:

@@ -121,4 +121,18 @@ def test_rollups_equal_aggregates_over_the_raw_table(history):
     total = sum(CATALOG.cost(e).micro_usd for batch in batches for e in batch)
     assert history.select("SELECT sum(cost_micro_usd) FROM usage_by_day WHERE scope = 'global'").rows[0][0] == total
     sources = dict(history.select("SELECT cost_source, count() FROM usage_events GROUP BY ALL").rows)
-    assert set(sources) == {"event", "catalog", "fallback"}
+    assert set(sources) == {"event", "catalog", "fallback", "underreported"}
+
+
+def test_a_self_reported_cost_is_stored_next_to_the_catalog_cost_and_the_larger_counts(history):
+    cheap = event(tokens=50_000_000, cost_micro_usd=0, event_id="cheap")  # 0 USD for 50M tokens
+    honest = event(tokens=1000, cost_micro_usd=10_000, event_id="honest")
+    unpriced = event(tokens=1000, cost_micro_usd=None, event_id="unpriced")
+    write(history, pending_usage([cheap, honest, unpriced]))
+    stored = history.select("SELECT event_id, cost_micro_usd, cost_source, reported_cost_micro_usd, "
+                            "catalog_cost_micro_usd FROM usage_events ORDER BY event_id").rows
+    listed = CATALOG.cost({**cheap, "cost_micro_usd": None}).micro_usd
+    assert listed > 10_000_000  # 50M in + 25M out tokens of gpt-4o-mini: about 22.5 USD
+    assert stored == [("cheap", listed, "underreported", 0, listed),
+                      ("honest", 10_000, "event", 10_000, CATALOG.cost({**honest, "cost_micro_usd": None}).micro_usd),
+                      ("unpriced", CATALOG.cost(unpriced).micro_usd, "catalog", None, CATALOG.cost(unpriced).micro_usd)]

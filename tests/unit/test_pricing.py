@@ -44,7 +44,7 @@ def event(model: str, provider: str = "openai", inp: int = 0, out: int = 0, cach
 
 def test_cached_tokens_are_billed_at_the_cached_price_and_the_rest_at_input(catalog):
     # 800 uncached * 2.50 + 200 cached * 1.25 + 500 out * 10.00 (USD per 1M) = 7250 micro-USD
-    assert catalog.cost(event("gpt-4o", inp=1000, cached=200, out=500)) == Priced(7250, "catalog")
+    assert catalog.cost(event("gpt-4o", inp=1000, cached=200, out=500)) == Priced(7250, "catalog", None, 7250)
 
 
 def test_rounding_is_half_up_once_on_the_total(catalog):
@@ -63,13 +63,24 @@ def test_prices_are_read_exactly_without_float_drift(catalog):
     assert many == 290_000_000  # 1e9 tokens * $0.29/1M = $290 exactly
 
 
-def test_a_cost_on_the_event_wins(catalog):
-    assert catalog.cost(event("gpt-4o", inp=1_000_000, cost=42)) == Priced(42, "event")
-    assert catalog.cost(event("no-such-model", inp=1_000_000, cost=0)) == Priced(0, "event")
+def test_a_reported_cost_at_or_above_the_catalog_counts_as_reported(catalog):
+    assert catalog.cost(event("gpt-4o", inp=1_000_000, cost=3_000_000)) == Priced(3_000_000, "event", 3_000_000,
+                                                                               2_500_000)
+    assert catalog.cost(event("gpt-4o", inp=1_000_000, cost=2_500_000)).source == "event"
+
+
+def test_a_reported_cost_below_the_catalog_counts_the_catalog_and_is_flagged(catalog):
+    """A runtime reporting 0 for 50M tokens (a bug, or an agent dodging its budget) still pays."""
+    assert catalog.cost(event("gpt-4o", inp=50_000_000, cost=0)) == Priced(125_000_000, "underreported", 0,
+                                                                          125_000_000)
+    assert catalog.cost(event("gpt-4o", inp=1_000_000, cost=42)).micro_usd == 2_500_000
+    # An unknown model's fallback price is a floor too: a made-up model name is no way around it.
+    assert catalog.cost(event("no-such-model", inp=1_000_000, cost=0)) == Priced(10_000_000, "underreported", 0,
+                                                                                10_000_000)
 
 
 def test_an_unknown_model_is_priced_by_the_fallback_and_flagged(catalog):
-    assert catalog.cost(event("mystery-llm", "acme", inp=1000, out=1000)) == Priced(30_000, "fallback")
+    assert catalog.cost(event("mystery-llm", "acme", inp=1000, out=1000)) == Priced(30_000, "fallback", None, 30_000)
     assert catalog.lookup("mystery-llm") is None
 
 

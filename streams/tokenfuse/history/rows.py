@@ -35,7 +35,7 @@ class Table:
 USAGE = Table("usage_events",
               ["event_id", "event_time", "org", "team", "agent", "run", "user", "model", "provider",
                "input_tokens", "output_tokens", "cached_tokens", "cost_micro_usd", "cost_source", "tags",
-               "kafka_partition", "kafka_offset"],
+               "kafka_partition", "kafka_offset", "reported_cost_micro_usd", "catalog_cost_micro_usd"],
               ("event_id",), "Array(String)", time_column="event_time")
 ALERTS = Table("alerts",
                ["alert_id", "kind", "scope", "budget_id", "threshold_percent", "action", "metric", "spent",
@@ -67,7 +67,7 @@ def usage_row(event: dict[str, Any], catalog: PriceCatalog, partition: int, offs
     return [event["event_id"], event["event_time"], event["org"], event["team"], event["agent"],
             event["run"], event["user"], event["model"], event["provider"], event["input_tokens"],
             event["output_tokens"], event["cached_tokens"], priced.micro_usd, priced.source, event["tags"],
-            partition, offset]
+            partition, offset, priced.reported, priced.catalog]
 
 
 def alert_row(alert: dict[str, Any]) -> list[Any]:

@@ -1,4 +1,4 @@
-"""The price catalog: turns an event's tokens into integer micro-USD when the runtime sent no cost.
+"""The price catalog: turns an event's tokens into integer micro-USD, and checks the runtime's own cost.
 
 Prices live in `deploy/prices.yaml` (USD per 1M tokens per provider/model, plus a fallback for
 models it does not know: an unknown model is priced, flagged `fallback`, never free). Prices are
@@ -9,6 +9,11 @@ Model lookup, in order: `provider/model`, bare `model`, then the longest known p
 followed by a date or version suffix (`gpt-4o-2024-08-06` -> `gpt-4o`,
 `claude-sonnet-4@20250514` -> `claude-sonnet-4`). A bare model name listed under two providers
 resolves to the first one in the file. Names are compared case-insensitively.
+
+A cost the runtime reports is not trusted blindly (a runtime could report 0 for 50M tokens): the
+count is the larger of the reported and the catalog cost, and an event whose report is below the
+catalog is flagged `underreported`. Both costs are kept in history. Negotiated prices below the
+list price belong in the catalog, not in reports that budgets would then ignore.
 """
 
 from __future__ import annotations
@@ -41,8 +46,15 @@ class ModelPrice:
 
 @dataclass(frozen=True, slots=True)
 class Priced:
+    """What an event costs toward budgets (`micro_usd`) and where that figure came from."""
+
     micro_usd: int
-    source: str  # "event" (the runtime's own cost), "catalog" (model known), "fallback" (unknown model)
+    # "event": the runtime's own cost (at least the catalog's); "catalog" (model known) or
+    # "fallback" (unknown model): no cost reported; "underreported": reported below the catalog,
+    # which is counted instead.
+    source: str
+    reported: int | None = None  # the runtime's own cost, if it sent one
+    catalog: int | None = None  # the catalog's (or fallback's) cost of the same tokens
 
 
 class PriceCatalog:
@@ -80,16 +92,20 @@ class PriceCatalog:
         return price if source == "catalog" else None
 
     def cost(self, event: dict[str, Any]) -> Priced:
-        """The cost of a (validated) UsageEvent. Cached tokens are a subset of input tokens."""
-        given = event.get("cost_micro_usd")
-        if given is not None:
-            return Priced(given, "event")
+        """The cost of a (validated) UsageEvent: the larger of the reported and the catalog cost.
+        Cached tokens are a subset of input tokens."""
         price, source = self._resolve(event.get("provider") or "unknown", event["model"])
         inputs = event["input_tokens"]
         cached = min(event.get("cached_tokens") or 0, inputs)
         scaled = ((inputs - cached) * price.input + cached * price.cached_input
                   + event["output_tokens"] * price.output)
-        return Priced((scaled + _HALF) // MICRO, source)
+        listed = (scaled + _HALF) // MICRO
+        reported = event.get("cost_micro_usd")
+        if reported is None:
+            return Priced(listed, source, None, listed)
+        if reported < listed:
+            return Priced(listed, "underreported", reported, listed)
+        return Priced(reported, "event", reported, listed)
 
     def _resolve(self, provider: str, model: str) -> tuple[ModelPrice, str]:
         key = (provider, model)
