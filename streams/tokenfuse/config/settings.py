@@ -50,6 +50,9 @@ class Settings(BaseModel):
                                      description="Database of tokenfuse's tables.")
     sink_host: str = Field("127.0.0.1", description="The sink's read-only SQL endpoint (tokenfuse sql).")
     sink_port: int = Field(6067, ge=0, le=65535, description="0 = any free port.")
+    sql_max_seconds: float = Field(30.0, gt=0, le=3600, description="Read-only SQL (tokenfuse sql, reports): "
+                                   "ClickHouse stops a query after this long (max_execution_time).")
+    sql_max_rows: int = Field(100_000, ge=1, description="...and refuses results longer than this (max_result_rows).")
     sink_batch_rows: int = Field(5000, ge=1, description="The sink inserts when this many records wait...")
     sink_batch_seconds: float = Field(1.0, gt=0, description="...or when the oldest waited this long.")
     history_retention_days: int = Field(400, ge=1, le=36500, description="Raw usage events are kept this long.")

@@ -74,13 +74,15 @@ class History:
             except ClickHouseError as exc:
                 raise HistoryUnavailable(f"{self.where}: {first_line(exc)}") from None
 
-    def select(self, sql: str, parameters: dict[str, Any] | None = None, *, readonly: bool = True) -> Rows:
+    def select(self, sql: str, parameters: dict[str, Any] | None = None, *, readonly: bool = True,
+               limits: dict[str, Any] | None = None) -> Rows:
         """Run a query with server-side bound parameters (`{name:Type}` in the SQL). readonly=True
-        makes ClickHouse itself refuse anything but reads (setting readonly=1)."""
+        makes ClickHouse itself refuse anything but reads (setting readonly=1), including a query
+        that tries to lift the `limits` (ClickHouse settings such as max_execution_time)."""
+        settings = {**(limits or {}), **({"readonly": 1} if readonly else {})}
         with self.lock:
             try:
-                result = self.client.query(sql, parameters=parameters,
-                                           settings={"readonly": 1} if readonly else None)
+                result = self.client.query(sql, parameters=parameters, settings=settings or None)
             except ClickHouseError as exc:
                 raise QueryError(first_line(exc)) from None
         return Rows(list(result.column_names), list(result.result_rows))

@@ -3,16 +3,29 @@
 The sink serves `POST /sql` on 127.0.0.1 (JSON {"query", "parameters"} → {"columns", "rows"})
 and its Prometheus metrics on `GET /metrics`;
 `run_sql()` asks it, and opens ClickHouse itself when no sink answers. Either way ClickHouse
-runs the query with readonly=1, so it refuses anything but reads."""
+runs the query with readonly=1, so it refuses anything but reads, and with the limits of
+TOKENFUSE_SQL_MAX_SECONDS / TOKENFUSE_SQL_MAX_ROWS, which readonly=1 forbids a query to lift.
+
+A loopback port is reachable by every local user and, through DNS rebinding, by web pages in a
+local browser. So the endpoint answers only requests whose Host header names the loopback
+(127.0.0.1, localhost, [::1], with any port), and queries only when they carry the token the
+sink writes at start to `<data_dir>/sink.token`, readable by its owner only (0600). /health and
+/metrics (counters) need no token."""
 
 from __future__ import annotations
 
+import hmac
 import json
+import os
+import re
+import secrets
+import stat
 import threading
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from tokenfuse.config import Settings
@@ -20,52 +33,132 @@ from tokenfuse.errors import TokenfuseError
 from tokenfuse.history.client import History, QueryError
 from tokenfuse.observability.metrics import render_sink
 
+TOKEN_FILE = "sink.token"
+MAX_REQUEST_BYTES = 1 << 20  # a query and its parameters; anything larger is not a query
+_LOOPBACK_HOST = re.compile(r"^(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?$", re.I)
+_HINTS = {"TIMEOUT_EXCEEDED": "TOKENFUSE_SQL_MAX_SECONDS", "TOO_MANY_ROWS": "TOKENFUSE_SQL_MAX_ROWS"}
 
-def _execute(history: History, query: str, parameters: dict[str, Any] | None) -> dict[str, Any]:
-    result = history.select(query, parameters, readonly=True)
+
+def limits(settings: Settings) -> dict[str, Any]:
+    """The ClickHouse settings that bound every user query."""
+    return {"max_execution_time": settings.sql_max_seconds, "max_result_rows": settings.sql_max_rows,
+            "result_overflow_mode": "throw"}
+
+
+def _execute(history: History, settings: Settings, query: str, parameters: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        result = history.select(query, parameters, readonly=True, limits=limits(settings))
+    except QueryError as exc:
+        hint = next((f" (limit set by {name})" for code, name in _HINTS.items() if code in str(exc)), "")
+        raise QueryError(f"{exc}{hint}") from None
     return {"columns": result.columns, "rows": [list(r) for r in result.rows]}
+
+
+def token_path(settings: Settings) -> Path:
+    return settings.data_dir / TOKEN_FILE
+
+
+def write_token(settings: Settings) -> str:
+    """A new random token in <data_dir>/sink.token, created 0600 (replaced atomically)."""
+    path = token_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    temporary = path.with_name(f".{TOKEN_FILE}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    os.replace(temporary, path)
+    return token
+
+
+def read_token(settings: Settings) -> str:
+    """The running sink's token; refuses a file other users could read or have planted."""
+    path = token_path(settings)
+    try:
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise QueryError(f"{path} must belong to you and be readable by you only "
+                             f"(owner uid {info.st_uid}, mode {stat.filemode(info.st_mode)}); restart the sink")
+        return path.read_text().strip()
+    except OSError as exc:
+        raise QueryError(f"cannot read the sink's token {path} ({exc.strerror}): run this as the "
+                         "user that runs the sink, with the same TOKENFUSE_DATA_DIR") from None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One request. The server object carries the history, settings, token, stats and gauges."""
+
+    server: "_SqlServer"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        # Counters only, for probes and Prometheus: no token needed (the Host check applies).
+        if not self._allowed(token_needed=False):
+            return
+        if self.path == "/health":
+            self._reply(200, {"ok": True, "stats": self.server.stats})
+        elif self.path == "/metrics":
+            self._send(200, *render_sink(self.server.stats, self.server.gauges))
+        else:
+            self._reply(404, {"error": "POST /sql, GET /health or GET /metrics"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._allowed(token_needed=True):
+            return
+        if self.path != "/sql":
+            return self._reply(404, {"error": "POST /sql"})
+        try:
+            length = int(self.headers.get("Content-Length", 0))
+            if length > MAX_REQUEST_BYTES:
+                return self._reply(413, {"error": f"request of {length} bytes; at most {MAX_REQUEST_BYTES}"})
+            body = json.loads(self.rfile.read(length))
+            self._reply(200, _execute(self.server.history, self.server.settings, body["query"], body.get("parameters")))
+        except QueryError as exc:
+            self._reply(400, {"error": str(exc)})
+        except (ValueError, KeyError, TypeError):
+            self._reply(400, {"error": 'expected JSON {"query": "...", "parameters": {...}}'})
+
+    def _allowed(self, token_needed: bool) -> bool:
+        host = self.headers.get("Host", "")
+        if not _LOOPBACK_HOST.match(host):
+            self._reply(403, {"error": f"Host {host[:100]!r} refused: this endpoint answers 127.0.0.1 and "
+                                       "localhost only (DNS rebinding protection)"})
+            return False
+        offered = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token_needed and not hmac.compare_digest(offered.encode(), self.server.token.encode()):
+            self._reply(401, {"error": f"missing or wrong token: send 'Authorization: Bearer <token>' "
+                                       f"with the token in {token_path(self.server.settings)}"})
+            return False
+        return True
+
+    def _reply(self, status: int, payload: dict[str, Any]) -> None:
+        self._send(status, json.dumps(payload, default=str).encode(), "application/json")
+
+    def _send(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:  # queries may carry user data: do not log them
+        pass
+
+
+class _SqlServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, history: History, settings: Settings, stats: dict[str, int], gauges: dict[str, float],
+                 token: str):
+        self.history, self.settings, self.stats, self.gauges, self.token = history, settings, stats, gauges, token
+        super().__init__((settings.sink_host, settings.sink_port), _Handler)
 
 
 def serve(history: History, settings: Settings, stats: dict[str, int],
           gauges: dict[str, float] | None = None) -> ThreadingHTTPServer:
     """Start the loopback SQL endpoint in a thread; return the server (shutdown() to stop).
     `stats` (counters) and `gauges` are the sink's, exposed on /metrics."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            if self.path == "/health":
-                self._reply(200, {"ok": True, "stats": stats})
-            elif self.path == "/metrics":
-                self._send(200, *render_sink(stats, gauges or {}))
-            else:
-                self._reply(404, {"error": "POST /sql, GET /health or GET /metrics"})
-
-        def do_POST(self) -> None:  # noqa: N802
-            if self.path != "/sql":
-                return self._reply(404, {"error": "POST /sql"})
-            try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                self._reply(200, _execute(history, body["query"], body.get("parameters")))
-            except QueryError as exc:
-                self._reply(400, {"error": str(exc)})
-            except (ValueError, KeyError, TypeError):
-                self._reply(400, {"error": 'expected JSON {"query": "...", "parameters": {...}}'})
-
-        def _reply(self, status: int, payload: dict[str, Any]) -> None:
-            self._send(status, json.dumps(payload, default=str).encode(), "application/json")
-
-        def _send(self, status: int, data: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:  # queries may carry user data: do not log them
-            pass
-
     try:
-        server = ThreadingHTTPServer((settings.sink_host, settings.sink_port), Handler)
+        server = _SqlServer(history, settings, stats, gauges or {}, write_token(settings))
     except OSError as exc:
         raise TokenfuseError(f"cannot serve SQL on {settings.sink_host}:{settings.sink_port} ({exc.strerror}); "
                              "set TOKENFUSE_SINK_PORT to a free port") from None
@@ -77,9 +170,9 @@ def _remote(settings: Settings, query: str, parameters: dict[str, Any] | None) -
     request = urllib.request.Request(
         f"http://{settings.sink_host}:{settings.sink_port}/sql", method="POST",
         data=json.dumps({"query": query, "parameters": parameters}, default=str).encode(),
-        headers={"Content-Type": "application/json"})
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {read_token(settings)}"})
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=settings.sql_max_seconds + 30) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         raise QueryError(json.loads(exc.read()).get("error", str(exc))) from None
@@ -104,7 +197,7 @@ def sql_runner(settings: Settings) -> Iterator[Callable[[str, dict[str, Any] | N
     history = History(settings)
     try:
         # Through JSON like the sink's answers, so callers see the same value types either way.
-        yield lambda query, parameters=None: json.loads(json.dumps(_execute(history, query, parameters),
+        yield lambda query, parameters=None: json.loads(json.dumps(_execute(history, settings, query, parameters),
                                                                    default=str))
     finally:
         history.close()
