@@ -163,3 +163,45 @@ def test_fail_policy_when_the_control_topic_is_unreadable(private_broker, tmp_pa
     finally:
         for fuse in fuses.values():
             fuse.close()
+
+
+class Records(logging.Handler):
+    """Every log record of tokenfuse's loggers (SDK and librdkafka's lines) at WARNING or above."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name}: {record.getMessage()}")
+
+
+def test_a_broker_outage_logs_one_line_when_it_goes_down_and_one_when_it_is_back(private_broker, tmp_path):
+    settings = _settings(private_broker.bootstrap, tmp_path)
+    handler, logger = Records(), logging.getLogger("tokenfuse")
+    logger.addHandler(handler)
+    fuse = Fuse(settings, FuseOptions(agent="bot-quiet", fail_after_s=120, spool_dir=tmp_path / "spool"))
+    agent = Agent(fuse, "q")
+    try:
+        assert fuse.kill_switch.wait_ready(30)
+        agent.start()
+        assert wait_until(lambda: fuse.stats["delivered"] >= 50, 30)
+        before = list(handler.lines)
+        private_broker.stop()
+        # Several seconds of outage: both clients retry their connections many times meanwhile.
+        assert wait_until(lambda: fuse.stats["spooled"] >= 3000, 60), fuse.stats
+        during = handler.lines[len(before):]
+        private_broker.start()
+        assert wait_until(lambda: fuse.stats["replayed"] >= 3000 and fuse.kill_switch.healthy(), 60), fuse.stats
+        assert wait_until(lambda: any("reachable again" in line for line in handler.lines), 30), handler.lines
+        agent.stop.set()
+        agent.join()
+        assert fuse.flush(30)
+    finally:
+        agent.stop.set()
+        fuse.close()
+        logger.removeHandler(handler)
+    after = handler.lines[len(before):]
+    assert len(during) == 1 and "Kafka unreachable" in during[0], during[:20]
+    assert len(after) == 2 and "reachable again" in after[1], after[:20]
+    assert fuse.stats["broker_outages"] == 1 and fuse.stats["connection_errors"] >= 10, fuse.stats

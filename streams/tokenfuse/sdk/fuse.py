@@ -25,6 +25,7 @@ from tokenfuse.sdk.budget_feed import BudgetFeed
 from tokenfuse.sdk.killswitch import KillSwitch
 from tokenfuse.sdk.ledger import Bound, LocalLedger
 from tokenfuse.sdk.options import FuseOptions
+from tokenfuse.sdk.outage import Outage
 from tokenfuse.sdk.reporter import FlushResult, Reporter
 from tokenfuse.usage.scopes import MAX_TAGS, field_problem, tags_problem
 
@@ -51,10 +52,11 @@ class Fuse:
         self._org, self._team, self._agent = options.org, options.team, options.agent
         self._user, self._tags, self._provider = options.user, dict(options.tags), options.provider
         spool_dir = options.spool_dir or settings.data_dir / "spool" / options.agent
-        self._reporter = Reporter(settings, options, spool_dir)
+        self._outage = Outage()  # one "Kafka unreachable" / "reachable again" line for both clients
+        self._reporter = Reporter(settings, options, spool_dir, self._outage)
         self.kill_switch = KillSwitch(
             settings, options, {settings.control_key_id: settings.control_key.get_secret_value().encode()},
-            on_block=on_block, on_release=on_release)
+            on_block=on_block, on_release=on_release, outage=self._outage)
         self.ledger = LocalLedger(options.local_kinds, options.local_max_scopes)
         self.budgets = BudgetFeed(settings, self.ledger) if options.local_budgets else None
         self._closed: FlushResult | None = None
@@ -152,10 +154,12 @@ class Fuse:
     @property
     def stats(self) -> dict[str, int]:
         """Counters: delivered, failed (then spooled), spooled, replayed, invalid, dropped (spool
-        full), rejected_control (unsigned/forged control states)."""
+        full), rejected_control (unsigned/forged control states), broker_outages and
+        connection_errors (logged once per outage, counted here)."""
         spool = self._reporter.spool
         return {**self._reporter.stats, "dropped": spool.dropped,
-                "rejected_control": self.kill_switch.rejected}
+                "rejected_control": self.kill_switch.rejected, "broker_outages": self._outage.outages,
+                "connection_errors": self._outage.connection_errors}
 
     def flush(self, timeout: float = 10.0) -> FlushResult:
         """Wait up to `timeout` s until everything recorded so far, and whatever the spool holds,

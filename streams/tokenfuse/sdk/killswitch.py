@@ -25,12 +25,14 @@ from tokenfuse.config import Settings
 from tokenfuse.errors import BudgetExceeded, DecodeError, SignatureError
 from tokenfuse.usage.scopes import runtime_scopes
 from tokenfuse.sdk.options import FuseOptions
+from tokenfuse.sdk.outage import KafkaLogGate, Outage
 from tokenfuse.control.signing import decode_verified
 
 log = logging.getLogger(__name__)
 
 _PER_CALL_KINDS = ("run:", "user:", "model:", "tag:")
 _POLL_S = 0.05
+_RETRY_MAX_S = 5.0  # between metadata requests while the control topic cannot be assigned
 
 
 def _now_ms() -> int:
@@ -40,8 +42,9 @@ def _now_ms() -> int:
 class KillSwitch:
     def __init__(self, settings: Settings, options: FuseOptions, keys: Mapping[str, bytes], *,
                  on_block: Callable[[dict[str, Any]], None] | None = None,
-                 on_release: Callable[[str], None] | None = None):
+                 on_release: Callable[[str], None] | None = None, outage: Outage | None = None):
         self._settings = settings
+        self.outage = outage or Outage()
         self._topic = settings.topic("control")
         self._keys = dict(keys)
         self._org, self._team, self._agent = options.org, options.team, options.agent
@@ -111,15 +114,21 @@ class KillSwitch:
     # -- the reader thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
-        consumer = None
+        # One consumer for the life of the switch: librdkafka reconnects it by itself, and a new
+        # consumer per attempt would only add threads, connections and log lines.
+        consumer = self._consumer()
+        retry_s = 0.5
+        partitions: list[TopicPartition] = []
         while not self._stop.is_set():
-            if consumer is None:
-                consumer = self._connect()
-                if consumer is None:
+            if not partitions:
+                partitions = self._assign(consumer)
+                if not partitions:
+                    consumer.poll(0)  # serves librdkafka's queued log lines and errors
                     self._expire()  # blocks end at `until` even while the broker is away
-                    self._stop.wait(0.5)
+                    self._stop.wait(retry_s)
+                    retry_s = min(retry_s * 2, _RETRY_MAX_S)
                     continue
-                partitions, at_eof, last_health = consumer.assignment(), set(), 0.0
+                at_eof, last_health = set(), 0.0
             msg = consumer.poll(_POLL_S)
             if msg is not None:
                 if msg.error() is None:
@@ -135,11 +144,10 @@ class KillSwitch:
                 last_health = time.monotonic()
                 self._check_health(consumer, partitions)
                 self._expire()
-        if consumer is not None:
-            consumer.close()
+        consumer.close()
 
-    def _connect(self) -> Consumer | None:
-        consumer = Consumer({
+    def _consumer(self) -> Consumer:
+        return Consumer({
             **self._settings.kafka_config,
             # librdkafka wants a group id; it is never used: partitions are assigned, not subscribed.
             "group.id": f"tokenfuse-killswitch-{uuid.uuid4().hex}",
@@ -147,17 +155,21 @@ class KillSwitch:
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
             "fetch.wait.max.ms": 100,
+            "logger": KafkaLogGate(self.outage),
         })
+
+    def _assign(self, consumer: Consumer) -> list[TopicPartition]:
+        """Assign every partition of the control topic from the beginning; [] if not readable yet."""
         try:
             meta = consumer.list_topics(self._topic, timeout=1).topics[self._topic]
             if meta.error is not None:
                 raise KafkaException(meta.error)
         except KafkaException as exc:
             log.debug("control topic %s not readable yet: %s", self._topic, exc)
-            consumer.close()
-            return None
-        consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in meta.partitions])
-        return consumer
+            return []
+        partitions = [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        consumer.assign(partitions)
+        return partitions
 
     def _check_health(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Once caught up, a broker answer about the topic's end counts as having read it."""
@@ -172,6 +184,8 @@ class KillSwitch:
 
     def _contact(self) -> None:
         self._last_contact = time.monotonic()
+        if self.outage.down:
+            self.outage.contact()
         if self._warned_unhealthy:
             self._warned_unhealthy = False
             log.warning("tokenfuse: control topic %s readable again", self._topic)

@@ -31,6 +31,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
 from tokenfuse.sdk.options import FuseOptions
+from tokenfuse.sdk.outage import KafkaLogGate, Outage
 from tokenfuse.sdk.spool import Segment, Spool
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class FlushResult:
 
 
 class Reporter:
-    def __init__(self, settings: Settings, options: FuseOptions, spool_dir):
+    def __init__(self, settings: Settings, options: FuseOptions, spool_dir, outage: Outage | None = None):
+        self.outage = outage or Outage()
         self._topic = settings.topic("usage")
         self._codec = codec("UsageEvent")
         self._max_pending = options.queue_max_events
@@ -79,6 +81,7 @@ class Reporter:
             "queue.buffering.max.messages": options.kafka_queue_max_messages,
             "message.timeout.ms": options.delivery_timeout_ms,
             "error_cb": self._on_error,
+            "logger": KafkaLogGate(self.outage),
         })
         self.spool = Spool(spool_dir, options.spool_max_bytes)
         self._pending: deque[dict[str, Any]] = deque()
@@ -240,6 +243,8 @@ class Reporter:
         if err is None:
             self._count("delivered")
             self._broker_down = False
+            if self.outage.down:
+                self.outage.contact()
             return
         self._count("failed")
         if err.code() not in _PURGED:  # purged at close: not a sign the broker is down
@@ -257,8 +262,7 @@ class Reporter:
             self._mark_down(err)
 
     def _mark_down(self, err: KafkaError) -> None:
-        if not self._broker_down:
-            log.warning("tokenfuse: usage events go to the local spool until the broker is back (%s)", err)
+        self.outage.trouble(err.str())  # logs once per outage
         self._broker_down = True
 
     def _count(self, what: str) -> None:
@@ -275,7 +279,7 @@ class Reporter:
             self._producer.list_topics(self._topic, timeout=0.5)
         except KafkaException:
             return
-        log.warning("tokenfuse: the broker is back; replaying the local spool")
+        self.outage.contact()  # logs once per outage
         self._broker_down = False
 
     # -- replay --------------------------------------------------------------------------------------
