@@ -109,3 +109,14 @@ def test_fuse_construction_lists_every_bad_option(tmp_path):
         Fuse(NOWHERE, options)
     assert [p.split(" ")[0] for p in info.value.problems] == ["org", "team", "agent", "tag"]
     assert "'a/b'" in str(info.value) and "'../x'" in str(info.value)
+
+
+def test_an_integration_records_a_paid_call_without_the_refused_value(tmp_path, caplog):
+    from tokenfuse.sdk.integrations._metering import record_after_call
+
+    with Fuse(NOWHERE, FuseOptions(agent="bot", spool_dir=tmp_path, close_timeout_s=0)) as fuse:
+        record_after_call(fuse, "gpt-4o\x00" * 100, 10, 5, provider="openai", user="*")  # from a response/request
+        fuse.flush(5)
+    assert fuse.stats["spooled"] == 1  # the spend is kept (no broker here: on disk)
+    dropped = [r.getMessage() for r in caplog.records if "recording a finished call without" in r.getMessage()]
+    assert [m.split(":")[1].split()[-1] for m in dropped] == ["model", "user"]

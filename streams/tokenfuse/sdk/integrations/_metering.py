@@ -16,10 +16,30 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tokenfuse.errors import InvalidUsage
 from tokenfuse.sdk.fingerprint import request_fingerprint
 from tokenfuse.sdk.fuse import Fuse
 
 log = logging.getLogger(__name__)
+_ATTRIBUTES = ("model", "user", "provider", "tags", "run")  # what record_after_call may drop
+
+
+def record_after_call(fuse: Fuse, model: str, input_tokens: int, output_tokens: int, **fields: Any) -> None:
+    """Record a call that already happened (and was paid for). A refused attribution value (an
+    end user id with `*`, a 100 kB model name from a response...) is dropped and logged rather
+    than losing the spend: the usage still counts toward the runtime's org, team and agent."""
+    for _ in range(len(_ATTRIBUTES) + 1):
+        try:
+            fuse.record(model, input_tokens, output_tokens, **fields)
+            return
+        except InvalidUsage as exc:
+            if exc.field not in _ATTRIBUTES:
+                raise
+            log.error("tokenfuse: recording a finished call without its %s: %s", exc.field, exc)
+            if exc.field == "model":
+                model = "unknown"
+            else:
+                fields[exc.field] = None
 
 
 @dataclass
@@ -92,8 +112,9 @@ class Meter:
         if not u.seen:
             log.warning("tokenfuse: a %s call on %s reported no usage; nothing recorded", self.provider, u.model)
             return
-        self.fuse.record(u.model or "unknown", u.input_tokens, u.output_tokens, cached_tokens=u.cached_tokens,
-                         provider=self.provider, user=self.user, request_fingerprint=self.fingerprint)
+        record_after_call(self.fuse, u.model or "unknown", u.input_tokens, u.output_tokens,
+                          cached_tokens=u.cached_tokens, provider=self.provider, user=self.user,
+                          request_fingerprint=self.fingerprint)
 
 
 class MeteredStream:

@@ -22,7 +22,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from tokenfuse.sdk.fingerprint import request_fingerprint
 from tokenfuse.sdk.fuse import Fuse
-from tokenfuse.sdk.integrations._metering import estimate_input_tokens, max_output_tokens
+from tokenfuse.sdk.integrations._metering import estimate_input_tokens, max_output_tokens, record_after_call
 
 # Where the call's run is kept in LiteLLM's per-call details (the dict every callback of the call gets).
 RUN_KEY = "tokenfuse_run"
@@ -48,8 +48,8 @@ class TokenfuseLogger(CustomLogger):
             return
         details = getattr(usage, "prompt_tokens_details", None)
         cost = payload.get("response_cost")
-        self.fuse.record(
-            payload.get("model") or kwargs.get("model") or "unknown",
+        record_after_call(
+            self.fuse, payload.get("model") or kwargs.get("model") or "unknown",
             usage.prompt_tokens or 0, usage.completion_tokens or 0,
             cached_tokens=(getattr(details, "cached_tokens", 0) or 0) if details is not None else 0,
             cost_micro_usd=round(cost * 1_000_000) if cost else None,
