@@ -133,9 +133,12 @@ class Fuse:
             if len(self._models) >= _MODELS_REMEMBERED:
                 self._models.clear()
             self._models.add(model)
-        for name, value in (("user", user), ("run", run), ("provider", provider)):
-            if value is not None:
-                _require(name, value)
+        if user is not None:
+            _require("user", user)
+        if run is not None:
+            _require("run", run)
+        if provider is not None:
+            _require("provider", provider)
         if tags:
             problem = tags_problem(tags)
             if problem is None and len(self._tags.keys() | tags.keys()) > MAX_TAGS:
