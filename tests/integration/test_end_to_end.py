@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from tokenfuse.sdk.options import FuseOptions
 
 def sql(settings, query):
     result = subprocess.run([sys.executable, "-m", "tokenfuse.cli.main", "sql", "--format", "json", query],
-                            env=settings.to_env(), capture_output=True, text=True, timeout=60)
+                            env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 

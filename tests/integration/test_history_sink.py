@@ -6,6 +6,7 @@ ClickHouse failing for a while. Queries go through the sink's read-only endpoint
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ def value(settings, query):
 def sql_process(settings, query):
     """`tokenfuse sql` in a process of its own (opens the embedded engine when no sink runs)."""
     result = subprocess.run([sys.executable, "-m", "tokenfuse.cli.main", "sql", "--format", "json", query],
-                            env=settings.to_env(), capture_output=True, text=True, timeout=60)
+                            env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
