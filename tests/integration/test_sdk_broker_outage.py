@@ -189,7 +189,7 @@ def test_a_broker_outage_logs_one_line_when_it_goes_down_and_one_when_it_is_back
         before = list(handler.lines)
         private_broker.stop()
         # Several seconds of outage: both clients retry their connections many times meanwhile.
-        assert wait_until(lambda: fuse.stats["spooled"] >= 3000, 60), fuse.stats
+        assert wait_until(lambda: fuse.stats["spooled"] >= 3000 and fuse.stats["broker_outages"], 60), fuse.stats
         during = handler.lines[len(before):]
         private_broker.start()
         assert wait_until(lambda: fuse.stats["replayed"] >= 3000 and fuse.kill_switch.healthy(), 60), fuse.stats

@@ -184,8 +184,7 @@ class KillSwitch:
 
     def _contact(self) -> None:
         self._last_contact = time.monotonic()
-        if self.outage.down:
-            self.outage.contact()
+        self.outage.contact()
         if self._warned_unhealthy:
             self._warned_unhealthy = False
             log.warning("tokenfuse: control topic %s readable again", self._topic)

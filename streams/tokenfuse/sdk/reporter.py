@@ -243,8 +243,7 @@ class Reporter:
         if err is None:
             self._count("delivered")
             self._broker_down = False
-            if self.outage.down:
-                self.outage.contact()
+            self.outage.contact()
             return
         self._count("failed")
         if err.code() not in _PURGED:  # purged at close: not a sign the broker is down
