@@ -65,6 +65,7 @@ def test_budget_scopes_that_no_valid_event_can_have_are_refused():
     assert "'\\n'" in validate_scope("agent:bot\n")
     assert validate_scope("tag:a=b=c") is None  # key a, value b=c: one reading only
     assert validate_scope("team:acme/*") is None and validate_scope("tag:env=*") is None
+    assert validate_scope("team:*") is None and validate_scope("agent:*") is None
     assert validate_scope("model:openai/gpt-4o") is None
 
 

@@ -64,11 +64,20 @@ def test_each_metric_counts_its_own_part_and_cost_is_priced_when_the_event_has_n
     ledger.set_budgets([budget("in", "run:*", 10**9, "input_tokens"), budget("out", "run:*", 10**9, "output_tokens"),
                         budget("all", "run:*", 10**9, "total_tokens"), budget("usd", "run:*", 10**9, "cost_micro_usd")])
     ledger.count(event(input_tokens=1000, output_tokens=200), T0)
-    ledger.count(event(input_tokens=1, output_tokens=1, cost_micro_usd=7), T0)
+    ledger.count(event(input_tokens=1, output_tokens=1, cost_micro_usd=7_000), T0)
     priced = catalog.cost(event(input_tokens=1000, output_tokens=200)).micro_usd
     assert priced > 0
     got = {b: ledger.spent("run:r1", b, T0) for b in ("in", "out", "all", "usd")}
-    assert got == {"in": 1001, "out": 201, "all": 1202, "usd": priced + 7}
+    assert got == {"in": 1001, "out": 201, "all": 1202, "usd": priced + 7_000}
+
+
+def test_a_reported_cost_below_the_catalog_counts_the_catalog_as_the_worker_does():
+    catalog = PriceCatalog.load()
+    ledger = LocalLedger(("run",), load_catalog=lambda: catalog)
+    ledger.set_budgets([budget("usd", "run:*", 10**9, "cost_micro_usd")])
+    ledger.count(event(input_tokens=1_000_000, output_tokens=0, cost_micro_usd=0), T0)
+    listed = catalog.cost(event(input_tokens=1_000_000, output_tokens=0)).micro_usd
+    assert listed > 0 and ledger.spent("run:r1", "usd", T0) == listed
 
 
 def test_budgets_on_the_same_window_share_one_count_without_counting_twice():

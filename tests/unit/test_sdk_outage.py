@@ -76,7 +76,7 @@ def test_lines_queued_during_an_outage_and_served_after_it_start_no_new_one(cloc
 
 
 def test_the_log_gate_counts_connection_failures_and_passes_other_lines(clock, caplog):
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="tokenfuse.kafka")
     o = Outage()
     gate = KafkaLogGate(o)
     gate.log(logging.ERROR, "%s [%s] %s", "FAIL", "producer-1", "Connect to ipv4#127.0.0.1:9092 failed")
@@ -91,7 +91,7 @@ def test_the_log_gate_counts_connection_failures_and_passes_other_lines(clock, c
 
 
 def test_the_log_gate_holds_back_other_lines_from_the_first_failure_on(clock, caplog):
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="tokenfuse.kafka")
     o = Outage()
     gate = KafkaLogGate(o)
     o.contact()
@@ -107,7 +107,7 @@ def test_the_log_gate_holds_back_other_lines_from_the_first_failure_on(clock, ca
 
 
 def test_a_disconnect_notice_holds_back_the_metadata_warnings_that_follow_it(clock, caplog):
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="tokenfuse.kafka")
     o = Outage()
     gate = KafkaLogGate(o)
     o.contact()

@@ -182,9 +182,9 @@ class LocalLedger:
                 self._sweep(now_ms)
 
     def _cost(self, event: Mapping[str, Any]) -> int:
-        given = event.get("cost_micro_usd")
-        if given is not None or self.catalog is None:
-            return given or 0
+        """What the worker counts: the larger of the reported and the catalog cost (pricing.py)."""
+        if self.catalog is None:
+            return event.get("cost_micro_usd") or 0
         return self.catalog.cost(dict(event)).micro_usd
 
     def _sweep(self, now_ms: int) -> None:

@@ -147,6 +147,8 @@ def validate_scope(scope: str) -> str | None:
 
 def _parts(kind: str, value: str) -> list[tuple[str, str]]:
     """The field values a scope key is made of: `team:acme/search` -> org acme, team search."""
+    if value == "*":
+        return []
     if kind == "team":
         org, _, team = value.partition("/")
         return [("org", org), ("team", team)]
