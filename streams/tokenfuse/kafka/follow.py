@@ -28,11 +28,13 @@ class CompactedTopicFollower:
     """`snapshot()` is the latest decoded value per key (tombstones remove); `version` grows on
     every change; `wait_caught_up()` waits until everything present at start has been read."""
 
-    def __init__(self, settings: Settings, topic: str, decode: Callable[[bytes], Any]):
+    def __init__(self, settings: Settings, topic: str, decode: Callable[[bytes], Any], *,
+                 client_config: dict[str, Any] | None = None):
+        """`client_config` adds to or overrides the consumer's settings (e.g. the SDK's logger)."""
         self._decode = decode
         self._topic = topic
         self._consumer = Consumer({
-            **settings.kafka_config,
+            **settings.kafka_config, **(client_config or {}),
             "group.id": f"tokenfuse-follow-{topic}",  # required by librdkafka; never committed
             "enable.auto.commit": False,
             "isolation.level": "read_committed",

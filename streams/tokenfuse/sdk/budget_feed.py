@@ -17,6 +17,7 @@ from tokenfuse.config import Settings
 from tokenfuse.kafka.codec import codec
 from tokenfuse.kafka.follow import CompactedTopicFollower
 from tokenfuse.sdk.ledger import LocalLedger
+from tokenfuse.sdk.outage import KafkaLogGate, Outage
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,10 @@ _POLL_S = 0.05
 
 
 class BudgetFeed:
-    def __init__(self, settings: Settings, ledger: LocalLedger):
+    def __init__(self, settings: Settings, ledger: LocalLedger, outage: Outage | None = None):
         self._settings, self._ledger = settings, ledger
+        # librdkafka's lines go through the Fuse's outage log, like the reporter's and kill switch's.
+        self._client_config = {"logger": KafkaLogGate(outage or Outage())}
         self._topic = settings.topic("budgets")
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -58,23 +61,27 @@ class BudgetFeed:
             follower.close()
 
     def _connect(self) -> CompactedTopicFollower | None:
-        while not self._stop.is_set():
-            # The follower waits up to 10 s for metadata; a short probe first keeps close() prompt
-            # while the broker is away.
-            if self._topic_exists():
-                try:
-                    return CompactedTopicFollower(self._settings, self._topic, codec("Budget").decode)
-                except KafkaException as exc:
-                    log.debug("budgets topic %s not readable yet: %s", self._topic, exc)
-            self._stop.wait(_RETRY_S)
-        return None
-
-    def _topic_exists(self) -> bool:
-        probe = Producer(self._settings.kafka_config)
+        # One probe for all attempts: a client per attempt would add connections and log lines.
+        probe = Producer({**self._settings.kafka_config, **self._client_config})
         try:
+            while not self._stop.is_set():
+                # The follower waits up to 10 s for metadata; a short probe first keeps close()
+                # prompt while the broker is away.
+                if self._topic_exists(probe):
+                    try:
+                        return CompactedTopicFollower(self._settings, self._topic, codec("Budget").decode,
+                                                      client_config=self._client_config)
+                    except KafkaException as exc:
+                        log.debug("budgets topic %s not readable yet: %s", self._topic, exc)
+                self._stop.wait(_RETRY_S)
+            return None
+        finally:
+            probe.flush(0)
+
+    def _topic_exists(self, probe: Producer) -> bool:
+        try:
+            probe.poll(0)  # serves librdkafka's queued log lines
             meta = probe.list_topics(self._topic, timeout=_RETRY_S).topics[self._topic]
             return meta.error is None
         except KafkaException:
             return False
-        finally:
-            probe.flush(0)

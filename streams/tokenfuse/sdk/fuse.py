@@ -58,7 +58,7 @@ class Fuse:
             settings, options, {settings.control_key_id: settings.control_key.get_secret_value().encode()},
             on_block=on_block, on_release=on_release, outage=self._outage)
         self.ledger = LocalLedger(options.local_kinds, options.local_max_scopes)
-        self.budgets = BudgetFeed(settings, self.ledger) if options.local_budgets else None
+        self.budgets = BudgetFeed(settings, self.ledger, self._outage) if options.local_budgets else None
         self._closed: FlushResult | None = None
         atexit.register(self.close)
 
