@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from tests.unit.test_codec import USAGE
 from tokenfuse.kafka.codec import codec
 from tokenfuse.resources import resource_path
 
+REPO = Path(__file__).resolve().parents[2]
 JAVA = REPO / "tests" / "java"
 
 
