@@ -58,7 +58,8 @@ def test_every_message_header_is_c3_01_then_the_little_endian_crc64_avro_of_its_
     sample = {"UsageEvent": USAGE,
               "Budget": {"id": "b", "scope": "global", "metric": "cost_micro_usd", "window": "day", "limit": 5},
               "ControlState": {"scope": "global", "state": "allow", "issued_at": 1},
-              "Alert": {"alert_id": "a", "kind": "threshold", "scope": "global", "created_at": 1}}[name]
+              "Alert": {"alert_id": "a", "kind": "threshold", "scope": "global", "created_at": 1},
+              "AlertAck": {"alert_id": "a", "kind": "loop", "scope": "run:r-1"}}[name]
     assert c.encode(sample)[:10] == expected
 
 
