@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from tokenfuse.budgets.signed import sign_budget
+from tokenfuse.control.signing import Signer
 from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
 
@@ -41,6 +43,7 @@ def unique_settings(bootstrap: str, tmp_path: Path) -> Settings:
         partitions=2,
         data_dir=tmp_path / "data",
         control_key="test-control-key-" + uuid.uuid4().hex,  # 49 bytes: keys need 32
+        budget_keys=f"test-budgets:budget-key-{uuid.uuid4().hex}",
         web_port=0,
         sink_port=free_port(),
     )
@@ -71,11 +74,17 @@ class UsageProducer:
         assert self.producer.flush(30) == 0, "usage not delivered"
 
 
-def publish_budget(settings: Settings, **budget: Any) -> None:
-    p = Producer(settings.kafka_config)
+def publish_budget(settings: Settings, *, signer: Signer | None = None, **budget: Any) -> None:
+    """Publish a budget signed with the settings' budget key (or `signer`, e.g. a forger's)."""
     record = {"timezone": "UTC", "thresholds": [{"percent": 100, "action": "block"}],
               "updated_at": int(time.time() * 1000), **budget}
-    p.produce(settings.topic("budgets"), key=budget["id"].encode(), value=codec("Budget").encode(record))
+    publish_budget_value(settings, budget["id"], codec("Budget").encode(
+        sign_budget(record, signer or settings.budget_signer())))
+
+
+def publish_budget_value(settings: Settings, budget_id: str, value: bytes | None) -> None:
+    p = Producer(settings.kafka_config)
+    p.produce(settings.topic("budgets"), key=budget_id.encode(), value=value)
     assert p.flush(30) == 0
 
 

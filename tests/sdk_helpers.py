@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from typing import Any
@@ -41,8 +42,13 @@ def read_usage_to_end(settings: Settings) -> list[dict[str, Any]]:
     return events
 
 
+_VERSIONS = itertools.count(1)
+
+
 def control_state(scope: str, state: str = "block", **fields: Any) -> dict[str, Any]:
+    """A state whose version outranks every one made before it in this test run."""
     return {"scope": scope, "state": state, "reason": f"test {state}", "issued_at": now_ms(),
+            "version": now_ms() * 1000 + next(_VERSIONS) % 1000,
             "budget_id": "test-budget", "spent": 150, "limit": 100, **fields}
 
 
@@ -54,6 +60,5 @@ def publish_control(settings: Settings, scope: str, value: bytes | None) -> None
 
 def publish_signed(settings: Settings, scope: str, state: str = "block", **fields: Any) -> dict[str, Any]:
     record = control_state(scope, state, **fields)
-    key = settings.control_key.get_secret_value().encode()
-    publish_control(settings, scope, encode_signed(record, key, settings.control_key_id))
+    publish_control(settings, scope, encode_signed(record, settings.control_signer()))
     return record

@@ -206,7 +206,8 @@ def main() -> None:
     tag = uuid.uuid4().hex[:8]
     logdir = Path(".tokenfuse/bench") / tag
     base = Settings(topic_prefix=f"bench-{tag}", app_id=f"bench-{tag}", partitions=args.partitions,
-                    data_dir=logdir, control_key="bench-key-" + "k" * 32, grace_seconds=3600,
+                    data_dir=logdir, control_key="bench-key-" + "k" * 32, budget_keys="bench:" + "b" * 32,
+                    grace_seconds=3600,
                     processing_guarantee=args.guarantee, commit_interval_ms=args.commit_interval_ms)
     runs = [Run("baseline", "tests.benchmarks.naive_worker", (), "events"),
             Run("engine", "tokenfuse.cli.main", (), "settled_events"),

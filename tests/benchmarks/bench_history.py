@@ -161,7 +161,7 @@ def write_budget(history: History, budget_id: str, scope: str, window: str, offs
     pending = Pending(rows.BUDGETS)
     budget = {"id": budget_id, "scope": scope, "metric": "cost_micro_usd", "window": window, "timezone": "UTC",
               "limit": 50_000_000, "thresholds": [], "description": "", "updated_at": now_ms}
-    pending.add(rows.budget_row(budget_id, budget, 0, offset, now_ms), "bench.budgets", 0, offset)
+    pending.add(rows.budget_row(budget, 0, offset, now_ms), "bench.budgets", 0, offset)
     write(history, pending)
 
 

@@ -90,7 +90,8 @@ def main() -> None:
     tag = uuid.uuid4().hex[:8]
     logdir = Path(".tokenfuse/bench") / tag
     settings = Settings(topic_prefix=f"bench-{tag}", app_id=f"bench-{tag}-latency", partitions=args.partitions,
-                        data_dir=logdir, control_key="bench-key-" + "k" * 32, web_port=free_port())
+                        data_dir=logdir, control_key="bench-key-" + "k" * 32,
+                        budget_keys="bench:" + "b" * 32, web_port=free_port())
     create_topics(settings)
     try:
         publish_budget(settings, id="per-run", scope="run:*", metric="total_tokens", window="1h",

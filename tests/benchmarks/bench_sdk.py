@@ -189,9 +189,9 @@ def bench_block_latency(settings: Settings, blocks: int) -> dict[str, tuple[floa
             for i in range(blocks):
                 for state in ("block", "allow"):
                     record = {"scope": "agent:bench-child", "state": state, "reason": "bench",
-                              "issued_at": int(time.time() * 1000)}
+                              "issued_at": int(time.time() * 1000), "version": time.time_ns()}
                     sent = time.time()
-                    producer.produce(settings.topic("control"), encode_signed(record, key.encode()),
+                    producer.produce(settings.topic("control"), encode_signed(record, settings.control_signer()),
                                      b"agent:bench-child")
                     producer.flush(10)
                     seen_state, seen_at = proc.stdout.readline().split()

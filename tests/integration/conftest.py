@@ -19,7 +19,7 @@ def worker(settings, tmp_path):
 @pytest.fixture
 def control(settings):
     """The latest signed state per scope of the control topic (forged ones would fail decode)."""
-    keys = {settings.control_key_id: settings.control_key.get_secret_value().encode()}
-    follower = CompactedTopicFollower(settings, settings.topic("control"), lambda b: decode_verified(b, keys))
+    verifier = settings.control_verifier()
+    follower = CompactedTopicFollower(settings, settings.topic("control"), lambda b: decode_verified(b, verifier))
     yield follower
     follower.close()

@@ -11,7 +11,7 @@ import time
 from confluent_kafka import Producer
 
 from tokenfuse.control.acks import ack_key, is_quiet
-from tokenfuse.control.signing import verify
+from tokenfuse.control.signing import verify_record
 from tokenfuse.dev.process import RoleProcess
 from tokenfuse.history.sql import run_sql
 from tokenfuse.kafka.codec import codec
@@ -38,11 +38,11 @@ def test_detector_alerts_are_stored_and_an_expected_ack_quiets_the_detector(sett
     for alert in (forecast, loop):
         producer.produce(settings.topic("alerts"), key=alert["scope"].encode(), value=codec("Alert").encode(alert))
     assert producer.flush(30) == 0
-    keys = {settings.control_key_id: settings.control_key.get_secret_value().encode()}
+    verifier = settings.control_verifier()
 
     def decode(data):
         ack = codec("AlertAck").decode(data)
-        verify(ack, keys, "AlertAck")
+        verify_record("AlertAck", ack, verifier, "alert ack")
         return ack
 
     acks = CompactedTopicFollower(settings, settings.topic("acks"), decode)

@@ -22,6 +22,7 @@ from tokenfuse.history.client import QueryError
 from tokenfuse.history.sink import FAULT_ENV
 from tokenfuse.history.sql import run_sql
 from tokenfuse.dev.process import RoleProcess
+from tokenfuse.budgets.signed import sign_budget, signed_deletion
 from tokenfuse.control.signing import encode_signed
 
 
@@ -72,16 +73,17 @@ def test_every_record_once_with_duplicates_and_malformed_input(settings, tmp_pat
 
     alert = {"alert_id": "b|agent:x|0|100", "kind": "threshold", "scope": "agent:x", "created_at": now}
     state = {"scope": "agent:x", "state": "block", "issued_at": now, "until": now + 60_000}
-    key = settings.control_key.get_secret_value().encode()
     p = Producer(settings.kafka_config)
     for _ in range(2):  # the worker may publish an alert again after a crash: same alert_id
         p.produce(settings.topic("alerts"), key=b"agent:x", value=codec("Alert").encode(alert))
-    p.produce(settings.topic("control"), key=b"agent:x", value=encode_signed(state, key, settings.control_key_id))
+    p.produce(settings.topic("control"), key=b"agent:x", value=encode_signed(state, settings.control_signer()))
     p.produce(settings.topic("control"), key=b"agent:y", value=codec("ControlState").encode(
         {"scope": "agent:y", "state": "block", "issued_at": now}))  # unsigned: stored, flagged
-    p.produce(settings.topic("budgets"), key=b"b1", value=codec("Budget").encode(
-        {"id": "b1", "scope": "agent:*", "metric": "total_tokens", "window": "1h", "limit": 10}))
-    p.produce(settings.topic("budgets"), key=b"b1", value=None)
+    signer = settings.budget_signer()
+    p.produce(settings.topic("budgets"), key=b"b1", value=codec("Budget").encode(sign_budget(
+        {"id": "b1", "scope": "agent:*", "metric": "total_tokens", "window": "1h", "limit": 10}, signer)))
+    p.produce(settings.topic("budgets"), key=b"b1", value=None)  # a bare tombstone deletes nothing
+    p.produce(settings.topic("budgets"), key=b"b1", value=codec("Budget").encode(signed_deletion("b1", signer, now)))
     assert p.flush(30) == 0
 
     with RoleProcess("sink", settings, tmp_path / "sink.log") as sink:

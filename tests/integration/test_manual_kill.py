@@ -13,8 +13,8 @@ def tokenfuse(settings, *args):
 
 
 def test_kill_then_release_by_hand(settings):
-    keys = {"default": settings.control_key.get_secret_value().encode()}
-    control = CompactedTopicFollower(settings, settings.topic("control"), lambda b: decode_verified(b, keys))
+    verifier = settings.control_verifier()
+    control = CompactedTopicFollower(settings, settings.topic("control"), lambda b: decode_verified(b, verifier))
     try:
         killed = tokenfuse(settings, "kill", "team:acme/search", "--reason", "incident 42", "--until", "1h")
         assert killed.returncode == 0, killed.stderr

@@ -14,7 +14,9 @@ from tokenfuse.kafka.codec import codec
 from tokenfuse.errors import BudgetExceeded
 from tokenfuse.kafka.follow import wait_until
 from tokenfuse.sdk import Fuse, FuseOptions
-from tokenfuse.control.signing import encode_signed
+from tokenfuse.control.signing import Signer, encode_signed
+
+FORGER = Signer("default", b"forger-key-" * 4, "tokenfuse")
 
 
 def options(tmp_path, **extra) -> FuseOptions:
@@ -66,7 +68,7 @@ async def test_record_attribution_key_timestamp_and_run_context(settings, tmp_pa
 def test_kill_switch_reads_the_topic_from_the_beginning_and_ignores_unsigned_and_forged(settings, tmp_path):
     # Published before the runtime starts: a runtime must see the current state at start.
     publish_control(settings, "agent:bot-f", codec("ControlState").encode(control_state("agent:bot-f")))
-    publish_control(settings, "agent:bot-f", encode_signed(control_state("agent:bot-f"), b"forger-key"))
+    publish_control(settings, "agent:bot-f", encode_signed(control_state("agent:bot-f"), FORGER))
     publish_signed(settings, "team:acme/search", "block")
     released = []
     fuse = Fuse(settings, options(tmp_path), on_release=released.append)

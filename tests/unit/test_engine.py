@@ -173,17 +173,19 @@ def test_settle_updates_the_record_and_returns_what_to_publish():
     from collections import Counter
 
     from tokenfuse.kafka.codec import codec
-    from tokenfuse.control.signing import decode_verified
+    from tokenfuse.control.signing import Signer, Verifier, decode_verified
     from tokenfuse.worker.engine.settle import Settler
 
     hour = parse_window("1h")
-    settler = Settler({hour.name: hour}, Counter(), b"k", "key-1")
+    signer = Signer("key-1", b"k" * 32, "unit")
+    settler = Settler({hour.name: hour}, Counter(), signer)
     index = BudgetIndex([budget()])
     record = ScopeRecord()
     now = 1_000
     out = settler.settle("agent:bot", record, [Delta("agent:bot", 0, input_tokens=950, events=1)], index, now)
     alerts = [codec("Alert").decode(o.value)["threshold_percent"] for o in out if o.topic == "alerts"]
-    states = [decode_verified(o.value, {"key-1": b"k"})["state"] for o in out if o.topic == "control"]
+    states = [decode_verified(o.value, Verifier({"key-1": signer.key}, "unit"))["state"]
+              for o in out if o.topic == "control"]
     assert (alerts, states) == ([50, 80, 90], ["throttle"])
     assert record.published.state == "throttle" and "agent:bot" in settler.watched
     assert record.window(hour, now).totals == [950, 0, 0, 0, 1]

@@ -43,9 +43,9 @@ def known(history):
     budget = {"id": "team-day", "scope": "team:acme/*", "metric": "cost_micro_usd", "window": "day",
               "timezone": "UTC", "limit": 4_000_000, "thresholds": [{"percent": 100, "action": "block"}],
               "description": "", "updated_at": NOW}
-    store(history, rows.BUDGETS, [rows.budget_row("team-day", budget, 0, 0, NOW),
-                                  rows.budget_row("gone", dict(budget, id="gone"), 0, 1, NOW),
-                                  rows.budget_row("gone", None, 0, 2, NOW)])
+    store(history, rows.BUDGETS, [rows.budget_row(budget, 0, 0, NOW),
+                                  rows.budget_row(dict(budget, id="gone"), 0, 1, NOW),
+                                  rows.budget_row(dict(budget, id="gone", deleted=True), 0, 2, NOW)])
     alert = {"alert_id": "a1", "kind": "threshold", "scope": "agent:alpha", "budget_id": "b", "threshold_percent": 80,
              "action": "alert", "metric": "cost_micro_usd", "spent": 1, "limit": 2, "window_start": None,
              "window_end": None, "event_id": None, "created_at": NOW - 60_000, "message": "80% of b"}

@@ -79,7 +79,7 @@ def test_alerts_control_and_budgets_are_stored_once_by_identity(history):
     for _ in range(2):  # the same records twice (re-read after a crash)
         for table, row, offset in ((rows.ALERTS, rows.alert_row(alert), 7),
                                    (rows.CONTROL, rows.control_row(state, True, 0, 3), 3),
-                                   (rows.BUDGETS, rows.budget_row("b1", None, 1, 4, T0), 4)):
+                                   (rows.BUDGETS, rows.budget_row({"id": "b1", "deleted": True, "updated_at": T0}, 1, 4, T0), 4)):
             p = Pending(table)
             p.add(row, "t.x", 0, offset)
             write(history, p)

@@ -4,6 +4,7 @@ throttles give a delay, the fail policy applies when the topic cannot be read.""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 
@@ -15,10 +16,12 @@ from tokenfuse.errors import BudgetExceeded
 from tokenfuse.kafka.follow import wait_until
 from tokenfuse.sdk.killswitch import KillSwitch
 from tokenfuse.sdk.options import FuseOptions
-from tokenfuse.control.signing import encode_signed, sign
+from tokenfuse.control.signing import Signer, Verifier, encode_signed, sign
 
-KEY = b"unit-test-key"
+KEY = b"unit-test-key-of-at-least-32-bytes"
+SIGNER = Signer("default", KEY, "unit")
 NOWHERE = Settings(bootstrap_servers="127.0.0.1:1", topic_prefix="unit")
+_versions = itertools.count(1)
 
 
 def now_ms() -> int:
@@ -26,8 +29,9 @@ def now_ms() -> int:
 
 
 def state(scope: str, kind: str = "block", **fields) -> dict:
+    """A state of a version higher than every one made before (unless `version` is given)."""
     return {"scope": scope, "state": kind, "reason": "over budget", "issued_at": now_ms(),
-            "budget_id": "b-1", "spent": 120, "limit": 100, **fields}
+            "version": next(_versions), "budget_id": "b-1", "spent": 120, "limit": 100, **fields}
 
 
 @pytest.fixture
@@ -38,14 +42,14 @@ def events():
 @pytest.fixture
 def switch(events):
     ks = KillSwitch(NOWHERE, FuseOptions(org="acme", team="search", agent="bot-1", fail_after_s=60),
-                    {"default": KEY}, on_block=events["block"].append, on_release=events["release"].append)
+                    Verifier({"default": KEY}, "unit"), on_block=events["block"].append, on_release=events["release"].append)
     logging.getLogger("tokenfuse.kafka").setLevel(logging.CRITICAL)
     yield ks
     ks.close()
 
 
-def apply(switch: KillSwitch, record: dict, key: bytes = KEY) -> None:
-    switch._apply(record["scope"].encode(), encode_signed(record, key))
+def apply(switch: KillSwitch, record: dict, signer: Signer = SIGNER) -> None:
+    switch._apply(record["scope"].encode(), encode_signed(record, signer))
 
 
 def test_a_verified_block_raises_for_its_scope_only(switch, events):
@@ -78,14 +82,15 @@ def test_per_call_scopes_block_only_calls_that_carry_them(switch):
 def test_unsigned_forged_and_mislabelled_states_are_ignored_and_counted(switch):
     block = state("agent:bot-1")
     switch._apply(b"agent:bot-1", codec("ControlState").encode(block))  # unsigned
-    apply(switch, block, key=b"not-the-key")  # forged
-    tampered = sign(block, KEY)
+    apply(switch, block, Signer("default", b"not-the-key-but-also-32-bytes-long", "unit"))  # forged
+    tampered = sign(block, SIGNER)
     tampered["limit"] = 1_000_000
     switch._apply(b"agent:bot-1", codec("ControlState").encode(tampered))  # altered after signing
-    switch._apply(b"agent:bot-1", encode_signed(state("agent:bot-9"), KEY))  # valid, but under another key
+    switch._apply(b"agent:bot-1", encode_signed(state("agent:bot-9"), SIGNER))  # valid, but under another key
     switch._apply(b"agent:bot-1", b"not avro at all")
     switch._apply(b"agent:bot-1", None)  # tombstones cannot be signed: ignored
-    assert switch.rejected == 5
+    apply(switch, block, Signer("default", KEY, "staging"))  # the right key, for another deployment
+    assert switch.rejected == 6
     assert switch.check() == 0 and switch.states == {}
 
 
@@ -99,12 +104,44 @@ def test_a_block_expires_by_itself_at_until(switch, events):
     assert switch.check() == 0
 
 
-def test_an_older_state_does_not_replace_a_newer_one(switch):
-    apply(switch, state("agent:bot-1", "allow", issued_at=now_ms()))
+def test_a_replayed_older_allow_does_not_lift_a_newer_block(switch):
+    old_release = state("agent:bot-1", "allow")
+    apply(switch, old_release)
     apply(switch, state("agent:bot-1", "block"))
-    apply(switch, state("agent:bot-1", "allow", issued_at=now_ms() - 60_000))  # a replayed old release
+    apply(switch, old_release)  # replayed by whoever can write the topic: a valid signature
+    apply(switch, state("agent:bot-1", "allow", version=old_release["version"] + 1))  # older than the block
     with pytest.raises(BudgetExceeded):
         switch.check()
+
+
+def test_a_replayed_old_block_does_not_re_block_after_a_release(switch, events):
+    block = state("agent:bot-1", "block", until=now_ms() + 60_000)
+    apply(switch, block)
+    apply(switch, state("agent:bot-1", "allow"))
+    apply(switch, block)
+    assert switch.check() == 0 and len(events["block"]) == 1
+
+
+def test_a_state_that_disappears_does_not_lift_a_block(switch):
+    apply(switch, state("agent:bot-1", "block"))
+    switch._apply(b"agent:bot-1", None)  # a forged tombstone, or the record compacted away
+    with pytest.raises(BudgetExceeded):
+        switch.check()
+
+
+def test_a_state_signed_with_any_accepted_key_counts_during_a_rotation(events):
+    old, new = Signer("old", KEY, "unit"), Signer("new", b"the-new-key-of-at-least-32-bytes!", "unit")
+    ks = KillSwitch(NOWHERE, FuseOptions(agent="bot-1", fail_after_s=60),
+                    Verifier({"old": old.key, "new": new.key}, "unit"))
+    try:
+        block = state("agent:bot-1", "block")
+        apply(ks, block, old)
+        apply(ks, block, new)  # re-signed by `tokenfuse control rotate-key`: same version
+        with pytest.raises(BudgetExceeded):
+            ks.check()
+        assert ks.rejected == 0
+    finally:
+        ks.close()
 
 
 def test_throttle_returns_the_largest_delay(switch):
@@ -116,7 +153,8 @@ def test_throttle_returns_the_largest_delay(switch):
 
 @pytest.mark.parametrize("policy", ["open", "closed"])
 def test_fail_policy_applies_when_the_control_topic_cannot_be_read(policy, caplog):
-    ks = KillSwitch(NOWHERE, FuseOptions(agent="bot-1", fail_policy=policy, fail_after_s=0.3), {"default": KEY})
+    ks = KillSwitch(NOWHERE, FuseOptions(agent="bot-1", fail_policy=policy, fail_after_s=0.3),
+                    Verifier({"default": KEY}, "unit"))
     try:
         assert ks.check() == 0  # within fail_after_s of starting
         assert wait_until(lambda: not ks.healthy(), 5)

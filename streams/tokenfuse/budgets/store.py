@@ -1,32 +1,39 @@
-"""The compacted budgets topic: read every current budget, publish changes and tombstones.
+"""The compacted budgets topic: read every current budget, publish signed changes and deletions.
 
-Key = budget id, value = Avro Budget, a null value (tombstone) deletes. `read_budgets` is the one
-way to know what the topic holds (CLI, demo, worker start-up).
+Key = budget id, value = Avro Budget signed with the operator's budget key (budgets/signed.py);
+a deletion is a signed record with `deleted` set. `read_budgets` is the one way to know what the
+topic holds (CLI, demo): the budgets in force, as the worker sees them.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Producer
 
+from tokenfuse.budgets.signed import decode_verified_budget, in_force, sign_budget, signed_deletion
 from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
+from tokenfuse.config.roles import require
 from tokenfuse.errors import BrokerUnavailable, ConfigError, TokenfuseError
 from tokenfuse.kafka.follow import CompactedTopicFollower
 from tokenfuse.kafka.topics import admin_client, ensure_broker
 
 
 def read_budgets(settings: Settings, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
-    """Every budget in the topic now: read from the beginning to the end offsets seen at the
-    start, tombstones removing. Unreadable records are logged and skipped."""
+    """Every budget in force now: read from the beginning to the end offsets seen at the start,
+    signed deletions removing. With budget keys set, records that do not verify are logged and
+    skipped, as the worker does; without them, signatures are not checked (a read-only view)."""
     topic = _budgets_topic(settings)
-    follower = CompactedTopicFollower(settings, topic, codec("Budget").decode)
+    verifier = settings.budget_verifier()
+    decode = (lambda data: decode_verified_budget(data, verifier)) if verifier.keys else codec("Budget").decode
+    follower = CompactedTopicFollower(settings, topic, decode, ignore_tombstones=True)
     try:
         if not follower.wait_caught_up(timeout):
             raise BrokerUnavailable(f"timed out after {timeout:g}s reading {topic} to its end")
-        return follower.snapshot()
+        return in_force(follower.snapshot())
     finally:
         follower.close()
 
@@ -63,7 +70,8 @@ def plan_apply(current: dict[str, dict[str, Any]], wanted: list[dict[str, Any]],
 
 
 def publish(settings: Settings, puts: list[dict[str, Any]], deletes: list[str], timeout: float = 30.0) -> None:
-    """Write budgets and tombstones with an idempotent producer; raise if any is not delivered."""
+    """Write signed budgets and deletions with an idempotent producer; raise if any is not delivered."""
+    signer = require(settings, "budgets").budget_signer()
     topic = _budgets_topic(settings)
     failures: list[str] = []
 
@@ -73,10 +81,9 @@ def publish(settings: Settings, puts: list[dict[str, Any]], deletes: list[str], 
 
     producer = Producer({**settings.kafka_config, "enable.idempotence": True})
     encode = codec("Budget").encode
-    for budget in puts:
+    now = int(time.time() * 1000)
+    for budget in [sign_budget(b, signer) for b in puts] + [signed_deletion(i, signer, now) for i in deletes]:
         producer.produce(topic, key=budget["id"].encode(), value=encode(budget), on_delivery=delivered)
-    for budget_id in deletes:
-        producer.produce(topic, key=budget_id.encode(), value=None, on_delivery=delivered)
     undelivered = producer.flush(timeout)
     if undelivered:
         failures.append(f"{undelivered} message(s) still undelivered after {timeout:g}s")
@@ -99,4 +106,4 @@ def _budgets_topic(settings: Settings) -> str:
 
 
 def _content(budget: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in budget.items() if k != "updated_at"}
+    return {k: v for k, v in budget.items() if k not in ("updated_at", "key_id", "signature", "deleted")}

@@ -41,8 +41,10 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_apply(args: argparse.Namespace) -> int:
     from tokenfuse.budgets.store import plan_apply, publish, read_budgets
 
+    from tokenfuse.config.roles import settings_for
+
     wanted = load_budgets(args.file)
-    settings = Settings.from_env()
+    settings = Settings.from_env() if args.dry_run else settings_for("budgets")
     plan = plan_apply(read_budgets(settings), wanted, prune=not args.no_prune)
     if not args.dry_run:
         publish(settings, plan.puts, plan.deleted)
@@ -90,7 +92,9 @@ def print_current_spend(settings: Settings, budgets: dict[str, dict[str, Any]]) 
 def run_delete(args: argparse.Namespace) -> int:
     from tokenfuse.budgets.store import delete_budget
 
-    delete_budget(Settings.from_env(), args.id)
+    from tokenfuse.config.roles import settings_for
+
+    delete_budget(settings_for("budgets"), args.id)
     print(f"{args.id}: deleted")
     return 0
 

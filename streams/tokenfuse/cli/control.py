@@ -1,4 +1,5 @@
-"""`tokenfuse kill SCOPE` and `tokenfuse release SCOPE`: the operators' manual kill switch."""
+"""`tokenfuse kill SCOPE`, `tokenfuse release SCOPE` (the operators' manual kill switch) and
+`tokenfuse control rotate-key` (docs/control-plane.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     release.add_argument("scope")
     release.add_argument("--reason", default="released by operator")
     release.set_defaults(handler=run, state="allow", until=None)
+    control = sub.add_parser("control", help="control-plane maintenance")
+    actions = control.add_subparsers(dest="action", metavar="ACTION", required=True)
+    rotate = actions.add_parser("rotate-key", help="re-sign every live control state with TOKENFUSE_CONTROL_KEY")
+    rotate.set_defaults(handler=run_rotate)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,4 +31,14 @@ def run(args: argparse.Namespace) -> int:
     until = (" until " + datetime.fromtimestamp(record["until"] / 1000, timezone.utc).isoformat(timespec="seconds")
              if record["until"] else "")
     print(f"{args.scope}: {record['state']}{until} ({record['reason']})")
+    return 0
+
+
+def run_rotate(args: argparse.Namespace) -> int:
+    from tokenfuse.config.roles import settings_for
+    from tokenfuse.control.manual import rotate_key
+
+    settings = settings_for("operator")
+    scopes = rotate_key(settings)
+    print(f"{len(scopes)} control state(s) re-signed with key {settings.control_key_id!r}")
     return 0

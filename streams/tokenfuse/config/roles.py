@@ -8,8 +8,10 @@ from tokenfuse.errors import ConfigError
 
 # role -> {setting: why the role needs it}
 REQUIRED: dict[str, dict[str, str]] = {
-    "worker": {"control_key": "signs the control states it publishes"},
+    "worker": {"control_key": "signs the control states it publishes",
+               "budget_keys": "verifies the budgets it applies"},
     "operator": {"control_key": "signs manual kill and release states"},
+    "budgets": {"budget_keys": "signs the budgets it publishes"},
     "sink": {},
     "notifier": {"control_key": "verifies the control states it tells people about"},
 }

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tokenfuse.config.keys import parse_keyring
+from tokenfuse.control.signing import Signer, Verifier
 from tokenfuse.errors import ConfigError
 from tokenfuse.kafka.security import librdkafka_security
 
@@ -59,6 +61,17 @@ class Settings(BaseModel):
     control_key: SecretStr | None = Field(
         None, description=f"HMAC key that signs control states; at least {CONTROL_KEY_MIN_BYTES} bytes.")
     control_key_id: str = Field("default", description="Name of the signing key, for rotation.")
+    control_keys: SecretStr | None = Field(
+        None, description="Further control keys readers accept, `id:secret,...` (key rotation; docs/control-plane.md)."
+    )
+    budget_keys: SecretStr | None = Field(
+        None, description="Budget keys, `id:secret,...`: operators sign budgets with the first, the worker "
+        "accepts any. Separate from the control key."
+    )
+    deployment_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]+$", description="Bound into every signature, so states and budgets "
+        "of one deployment do not verify in another; default: the topic prefix."
+    )
     app_id: str = Field("tokenfuse-worker", description="Faust app id = consumer group.")
     web_host: str = Field("127.0.0.1", description="The worker's web server (metrics, /sql).")
     web_port: int = Field(6066, ge=0, le=65535, description="0 disables the worker's web server.")
@@ -152,6 +165,13 @@ class Settings(BaseModel):
             raise ValueError("set, but there is no TOKENFUSE_SSL_KEY_FILE")
         return value
 
+    @field_validator("control_keys", "budget_keys")
+    @classmethod
+    def _keyring(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_keyring(value.get_secret_value())
+        return value
+
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
         """Read TOKENFUSE_* variables; explicit overrides win. Raises ConfigError listing all problems."""
@@ -183,6 +203,32 @@ class Settings(BaseModel):
                 value = value.get_secret_value()
             env[f"TOKENFUSE_{name.upper()}"] = str(value)
         return env
+
+    @property
+    def deployment(self) -> str:
+        return self.deployment_id or self.topic_prefix
+
+    def control_signer(self) -> Signer:
+        if self.control_key is None:
+            raise ConfigError("TOKENFUSE_CONTROL_KEY is not set")
+        return Signer(self.control_key_id, self.control_key.get_secret_value().encode(), self.deployment)
+
+    def control_verifier(self) -> Verifier:
+        """The signing key and every further accepted one (a reader during a rotation)."""
+        keys = parse_keyring(self.control_keys.get_secret_value()) if self.control_keys else {}
+        if self.control_key is not None:
+            keys[self.control_key_id] = self.control_key.get_secret_value().encode()
+        return Verifier(keys, self.deployment)
+
+    def budget_signer(self) -> Signer:
+        if self.budget_keys is None:
+            raise ConfigError("TOKENFUSE_BUDGET_KEYS is not set (operators sign budgets with its first key)")
+        key_id, key = next(iter(parse_keyring(self.budget_keys.get_secret_value()).items()))
+        return Signer(key_id, key, self.deployment)
+
+    def budget_verifier(self) -> Verifier:
+        keys = parse_keyring(self.budget_keys.get_secret_value()) if self.budget_keys else {}
+        return Verifier(keys, self.deployment)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 from tokenfuse.config import Settings
 from tokenfuse.config.roles import require
 from tokenfuse.control.manual import parse_until
-from tokenfuse.control.signing import sign
+from tokenfuse.control.signing import sign_record
 from tokenfuse.errors import ConfigError
 from tokenfuse.kafka.codec import codec
 from tokenfuse.kafka.produce import produce_and_wait
@@ -61,7 +61,7 @@ def build_ack(alert_id: str, alert: Mapping[str, Any], *, expected: bool, until:
 def publish_ack(settings: Settings, ack: Mapping[str, Any]) -> dict[str, Any]:
     """Sign and publish an ack on the acks topic; return the signed record."""
     require(settings, "operator")
-    signed = sign(ack, settings.control_key.get_secret_value().encode(), settings.control_key_id, schema="AlertAck")
+    signed = sign_record("AlertAck", ack, settings.control_signer())
     produce_and_wait(settings, settings.topic("acks"), ack_key(ack["budget_id"], ack["kind"], ack["scope"]).encode(),
                      codec("AlertAck").encode(signed))
     return signed

@@ -123,7 +123,8 @@ def run_demo() -> int:
     tag = uuid.uuid4().hex[:6]
     data_dir = Path(".tokenfuse") / f"demo-{tag}"
     settings = Settings.from_env(topic_prefix=f"demo-{tag}", app_id=f"demo-{tag}", data_dir=data_dir,
-                                 control_key=secrets.token_hex(32), partitions=2, web_port=0)
+                                 control_key=secrets.token_hex(32), budget_keys=f"demo:{secrets.token_hex(32)}",
+                                 partitions=2, web_port=0)
     say(f"tokenfuse demo — state in {data_dir}")
     with LocalBroker(settings):
         create_topics(settings)

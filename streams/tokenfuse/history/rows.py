@@ -88,10 +88,9 @@ def ack_row(ack: dict[str, Any], signed: bool, partition: int, offset: int) -> l
             ack["acked_by"], ack["acked_at"], signed, partition, offset]
 
 
-def budget_row(budget_id: str, budget: dict[str, Any] | None, partition: int, offset: int,
-               now_ms: int) -> list[Any]:
-    if budget is None:  # a tombstone: the budget was deleted
-        return [budget_id, True, "", "", "", "", 0, "[]", "", now_ms, partition, offset]
+def budget_row(budget: dict[str, Any], partition: int, offset: int, now_ms: int) -> list[Any]:
+    if budget.get("deleted"):  # a signed deletion
+        return [budget["id"], True, "", "", "", "", 0, "[]", "", budget["updated_at"] or now_ms, partition, offset]
     return [budget["id"], False, budget["scope"], budget["metric"], budget["window"], budget["timezone"],
             budget["limit"], json.dumps(budget["thresholds"]), budget["description"],
             budget["updated_at"] or now_ms, partition, offset]

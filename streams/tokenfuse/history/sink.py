@@ -29,7 +29,7 @@ from tokenfuse.history import rows
 from tokenfuse.history.client import History, HistoryUnavailable
 from tokenfuse.history.store import Pending, write
 from tokenfuse.usage.pricing import PriceCatalog
-from tokenfuse.control.signing import verify
+from tokenfuse.control.signing import verify_record
 from tokenfuse.usage.validate import validate_usage
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,7 @@ class Sink:
         self.settings, self.history = settings, history
         self.catalog = catalog or PriceCatalog.load()
         self.topics = {settings.topic(t): t for t in ("usage", "alerts", "control", "budgets", "acks")}
-        self.keys = ({settings.control_key_id: settings.control_key.get_secret_value().encode()}
-                     if settings.control_key else {})
+        self.verifier = settings.control_verifier()
         self.stats = {"usage": 0, "duplicates": 0, "invalid": 0, "alerts": 0, "control": 0, "budgets": 0, "acks": 0,
                       "insert_retries": 0, "batches": 0}
         # /metrics gauges, updated at each commit (observability/metrics.py SINK_HELP says what they are).
@@ -186,13 +185,14 @@ class Sink:
         if kind == "acks":
             ack = codec("AlertAck").decode(msg.value())
             return rows.ACKS, rows.ack_row(ack, self._signed(ack, "AlertAck"), msg.partition(), msg.offset())
-        budget = None if msg.value() is None else codec("Budget").decode(msg.value())
-        key = (msg.key() or b"").decode("utf-8", "replace")
-        return rows.BUDGETS, rows.budget_row(key, budget, msg.partition(), msg.offset(), now)
+        if msg.value() is None:  # a bare tombstone deletes nothing (budgets/signed.py)
+            raise DecodeError("a budgets tombstone (deletions are signed records)")
+        budget = codec("Budget").decode(msg.value())
+        return rows.BUDGETS, rows.budget_row(budget, msg.partition(), msg.offset(), now)
 
     def _signed(self, state: dict[str, Any], schema: str = "ControlState") -> bool:
         try:
-            verify(state, self.keys, schema)
+            verify_record(schema, state, self.verifier, schema)
             return True
         except SignatureError:
             return False

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from tokenfuse.config import Settings
-from tokenfuse.errors import DecodeError
+from tokenfuse.errors import DecodeError, SignatureError
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +24,42 @@ _NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILAB
               KafkaError.UNKNOWN_TOPIC_OR_PART}
 
 
+class RateLimitedLog:
+    """At most one line per `every_s` seconds, saying how many were left out: a stream of forged
+    records must not flood the log."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 10.0):
+        self.logger, self.every_s = logger, every_s
+        self._last = float("-inf")
+        self._held = 0
+
+    def error(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            self._held += 1
+            return
+        held, self._held, self._last = self._held, 0, now
+        self.logger.error(message + (f" ({held} more like it left out of the log)" if held else ""), *args)
+
+
 class CompactedTopicFollower:
-    """`snapshot()` is the latest decoded value per key (tombstones remove); `version` grows on
-    every change; `wait_caught_up()` waits until everything present at start has been read."""
+    """`snapshot()` is the latest decoded value per key; `version` grows on every change;
+    `wait_caught_up()` waits until everything present at start has been read.
+
+    `decode` may refuse a record (DecodeError, SignatureError): it is counted in `rejected`, logged
+    (rate-limited) and changes nothing. A tombstone removes its key unless `ignore_tombstones`
+    (a tombstone cannot be signed). With `supersedes(new, old)`, a value replaces the held one only
+    if it says so (a replayed older version does not). `client_config` adds to or overrides the
+    consumer's settings (e.g. the SDK's logger)."""
 
     def __init__(self, settings: Settings, topic: str, decode: Callable[[bytes], Any], *,
+                 ignore_tombstones: bool = False, supersedes: Callable[[Any, Any], bool] | None = None,
                  client_config: dict[str, Any] | None = None):
-        """`client_config` adds to or overrides the consumer's settings (e.g. the SDK's logger)."""
         self._decode = decode
         self._topic = topic
+        self._ignore_tombstones = ignore_tombstones
+        self._supersedes = supersedes
+        self._refusals = RateLimitedLog(log)
         self._consumer = Consumer({
             **settings.kafka_config, **(client_config or {}),
             "group.id": f"tokenfuse-follow-{topic}",  # required by librdkafka; never committed
@@ -68,6 +95,11 @@ class CompactedTopicFollower:
         with self._lock:
             return dict(self._values)
 
+    def get(self, key: str) -> Any:
+        """The latest value of one key (None if none): no copy of the whole view."""
+        with self._lock:
+            return self._values.get(key)
+
     def wait_caught_up(self, timeout: float) -> bool:
         return self._caught_up.wait(timeout)
 
@@ -98,22 +130,34 @@ class CompactedTopicFollower:
                 if msg.error().code() != KafkaError._PARTITION_EOF:
                     log.warning("reading %s: %s", self._topic, msg.error())
                 continue
-            key = (msg.key() or b"").decode("utf-8", "replace")
-            try:
-                value = None if msg.value() is None else self._decode(msg.value())
-            except DecodeError as exc:
-                self.rejected += 1
-                log.error("ignoring unreadable record %r in %s: %s", key, self._topic, exc)
-            else:
-                with self._lock:
-                    if value is None:
-                        self._values.pop(key, None)
-                    else:
-                        self._values[key] = value
-                    self.version += 1
+            self._apply((msg.key() or b"").decode("utf-8", "replace"), msg.value())
             positions[msg.partition()] = msg.offset() + 1
             if not self._caught_up.is_set():
                 self._check_caught_up(positions)
+
+
+    def _apply(self, key: str, raw: bytes | None) -> None:
+        if raw is None:
+            if self._ignore_tombstones:
+                self.rejected += 1
+                self._refusals.error("ignoring a tombstone for %r in %s: deletions must be signed records",
+                                     key, self._topic)
+                return
+            with self._lock:
+                self._values.pop(key, None)
+                self.version += 1
+            return
+        try:
+            value = self._decode(raw)
+        except (DecodeError, SignatureError) as exc:
+            self.rejected += 1
+            self._refusals.error("ignoring record %r in %s: %s", key, self._topic, exc)
+            return
+        with self._lock:
+            if self._supersedes is not None and not self._supersedes(value, self._values.get(key)):
+                return
+            self._values[key] = value
+            self.version += 1
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

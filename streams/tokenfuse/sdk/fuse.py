@@ -55,7 +55,7 @@ class Fuse:
         self._outage = Outage()  # one "Kafka unreachable" / "reachable again" line for both clients
         self._reporter = Reporter(settings, options, spool_dir, self._outage)
         self.kill_switch = KillSwitch(
-            settings, options, {settings.control_key_id: settings.control_key.get_secret_value().encode()},
+            settings, options, settings.control_verifier(),
             on_block=on_block, on_release=on_release, outage=self._outage)
         self.ledger = LocalLedger(options.local_kinds, options.local_max_scopes)
         self.budgets = BudgetFeed(settings, self.ledger, self._outage) if options.local_budgets else None

@@ -6,6 +6,11 @@ read_committed (the worker writes in transactions), then follows it. Every value
 the shared HMAC key; unsigned, forged or unreadable values are ignored and counted in `rejected`.
 Tombstones are ignored as well: they cannot be signed, so a release has to be a signed `allow`.
 
+States are ordered by their signed per-scope `version`: the newest version seen for a scope is
+kept (allows too), and a state of a lower or equal version changes nothing. A replayed older
+allow cannot lift a newer block, a replayed old block cannot re-block after a release, and a
+state that disappears from the topic is not forgotten here.
+
 Kept in memory: non-allow states of this runtime's fixed scopes (global, org, team, agent, the
 default user and tags) and of the per-call kinds (run, user, model, tag), since one runtime serves
 many runs and models. `check()` is a few dict lookups: it is meant to run before every LLM call.
@@ -26,7 +31,7 @@ from tokenfuse.errors import BudgetExceeded, DecodeError, SignatureError
 from tokenfuse.usage.scopes import runtime_scopes
 from tokenfuse.sdk.options import FuseOptions
 from tokenfuse.sdk.outage import KafkaLogGate, Outage
-from tokenfuse.control.signing import decode_verified
+from tokenfuse.control.signing import Verifier, decode_verified
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +45,13 @@ def _now_ms() -> int:
 
 
 class KillSwitch:
-    def __init__(self, settings: Settings, options: FuseOptions, keys: Mapping[str, bytes], *,
+    def __init__(self, settings: Settings, options: FuseOptions, verifier: Verifier, *,
                  on_block: Callable[[dict[str, Any]], None] | None = None,
                  on_release: Callable[[str], None] | None = None, outage: Outage | None = None):
         self._settings = settings
         self.outage = outage or Outage()
         self._topic = settings.topic("control")
-        self._keys = dict(keys)
+        self._verifier = verifier
         self._org, self._team, self._agent = options.org, options.team, options.agent
         self._fixed = set(runtime_scopes(options.org, options.team, options.agent, user=options.user))
         self._fixed.update(f"tag:{k}={v}" for k, v in options.tags.items())
@@ -55,6 +60,7 @@ class KillSwitch:
         self._health_every_s = min(1.0, options.fail_after_s / 3)
         self.on_block, self.on_release = on_block, on_release
         self.states: dict[str, dict[str, Any]] = {}  # scope -> verified warn/throttle/block state
+        self.versions: dict[str, int] = {}  # scope -> version of the newest state applied
         self.rejected = 0
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -197,7 +203,7 @@ class KillSwitch:
         if value is None or not self._wanted(scope):
             return
         try:
-            state = decode_verified(value, self._keys)
+            state = decode_verified(value, self._verifier)
         except (DecodeError, SignatureError) as exc:
             self.rejected += 1
             log.warning("tokenfuse: ignoring control record for %r: %s", scope, exc)
@@ -206,9 +212,10 @@ class KillSwitch:
             self.rejected += 1
             log.warning("tokenfuse: ignoring control record keyed %r that names scope %r", scope, state["scope"])
             return
+        if state["version"] <= self.versions.get(scope, -1):
+            return  # an older state replayed (or this one read again): the newer one stands
+        self.versions[scope] = state["version"]
         previous = self.states.get(scope)
-        if previous is not None and state["issued_at"] < previous["issued_at"]:
-            return  # an older state replayed: the newer one stands
         expired = state["until"] is not None and state["until"] <= _now_ms()
         if state["state"] == "allow" or expired:
             self.states.pop(scope, None)

@@ -7,7 +7,7 @@ from typing import Any
 
 from tokenfuse.config import Settings
 from tokenfuse.control.acks import is_quiet
-from tokenfuse.control.signing import verify
+from tokenfuse.control.signing import verify_record
 from tokenfuse.errors import DecodeError, SignatureError
 from tokenfuse.kafka.codec import codec
 from tokenfuse.kafka.follow import CompactedTopicFollower
@@ -16,8 +16,7 @@ from tokenfuse.kafka.follow import CompactedTopicFollower
 class AckFeed:
     def __init__(self, settings: Settings):
         self.settings = settings
-        key = settings.control_key.get_secret_value().encode() if settings.control_key else b""
-        self.keys = {settings.control_key_id: key}
+        self.verifier = settings.control_verifier()
         self.follower: CompactedTopicFollower | None = None
         self.acks: dict[str, Any] = {}
         self.version = -1
@@ -29,7 +28,7 @@ class AckFeed:
     def decode(self, data: bytes) -> dict[str, Any]:
         ack = codec("AlertAck").decode(data)
         try:
-            verify(ack, self.keys, "AlertAck")
+            verify_record("AlertAck", ack, self.verifier, f"alert ack {ack.get('alert_id')!r}")
         except SignatureError as exc:
             raise DecodeError(str(exc)) from None
         return ack

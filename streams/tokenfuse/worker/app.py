@@ -26,6 +26,7 @@ from tokenfuse.worker.account import Account
 from tokenfuse.worker.ack_feed import AckFeed
 from tokenfuse.worker.budget_feed import BudgetFeed
 from tokenfuse.worker.engine.plugins import ForecastDetector, LoopDetector, SpikeDetector
+from tokenfuse.worker.control_view import ControlView
 from tokenfuse.worker.engine.record import ScopeRecord
 from tokenfuse.worker.engine.settle import Settler
 from tokenfuse.worker.faust_adapter.tables import record_table
@@ -93,7 +94,7 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
 
     stats: Counter[str] = Counter()
     specs = tracked_windows(settings)
-    feed = BudgetFeed(settings, specs)
+    feed = BudgetFeed(settings, specs, stats)
     seen_table = app.Table("seen-event-ids", partitions=partitions)
     seen = SeenIds(seen_table, settings.dedupe_seconds * 1000, settings.grace_seconds * 1000)
     seen_table.on_recover(seen.on_recover)
@@ -104,8 +105,8 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
     acks = AckFeed(settings)
     forecasts = ForecastDetector(acks)
     detectors = [forecasts, LoopDetector(acks), SpikeDetector(acks)] if settings.detectors else []
-    settler = Settler(specs, stats, settings.control_key.get_secret_value().encode(), settings.control_key_id,
-                      detectors)
+    control_view = ControlView(settings)
+    settler = Settler(specs, stats, settings.control_signer(), detectors, control=control_view)
 
     def owned_of(topic: str) -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
@@ -138,6 +139,7 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
     async def follow_budgets() -> None:
         feed.start()
         acks.start()
+        control_view.start()
 
     @app.timer(1.0)
     async def sweep() -> None:

@@ -1,13 +1,18 @@
 """The budgets every worker applies: the compacted budgets topic, followed in a thread of its
-own (kafka/follow.py), turned into a BudgetIndex when it changes."""
+own (kafka/follow.py), turned into a BudgetIndex when it changes.
+
+Only budgets signed with a budget key count (budgets/signed.py): an unsigned or forged record, or
+a bare tombstone, changes nothing; it is counted (/stats `budgets_rejected`) and logged, at most
+a line every few seconds."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import MutableMapping
 
+from tokenfuse.budgets.signed import decode_verified_budget, in_force
 from tokenfuse.config import Settings
-from tokenfuse.kafka.codec import codec
 from tokenfuse.kafka.follow import CompactedTopicFollower
 from tokenfuse.usage.windows import WindowSpec
 from tokenfuse.worker.engine.rules import BudgetIndex
@@ -18,8 +23,10 @@ FIRST_READ_TIMEOUT_S = 30
 
 
 class BudgetFeed:
-    def __init__(self, settings: Settings, specs: MutableMapping[str, WindowSpec]):
+    def __init__(self, settings: Settings, specs: MutableMapping[str, WindowSpec], stats: Counter[str]):
         self.settings = settings
+        self.verifier = settings.budget_verifier()
+        self.stats = stats
         self.specs = specs  # tracked windows; calendar windows in new time zones are added
         self.follower: CompactedTopicFollower | None = None
         self.index = BudgetIndex([])
@@ -30,7 +37,10 @@ class BudgetFeed:
         """Open the budgets topic (as the worker starts, not when the first usage arrives)."""
         if self.follower is None:
             self.follower = CompactedTopicFollower(self.settings, self.settings.topic("budgets"),
-                                                   codec("Budget").decode)
+                                                   self._decode, ignore_tombstones=True)
+
+    def _decode(self, data: bytes) -> dict:
+        return decode_verified_budget(data, self.verifier)
 
     @property
     def started(self) -> bool:
@@ -45,6 +55,7 @@ class BudgetFeed:
             if not self.follower.wait_caught_up(FIRST_READ_TIMEOUT_S):
                 log.error("budgets topic not read to its end within %ss; going on with what was read",
                           FIRST_READ_TIMEOUT_S)
+        self.stats["budgets_rejected"] = self.follower.rejected
         if self.follower.version != self.version:
             self.version = self.follower.version
             self.index = self._index()
@@ -52,7 +63,7 @@ class BudgetFeed:
 
     def _index(self) -> BudgetIndex:
         assert self.follower is not None
-        index = BudgetIndex(self.follower.snapshot().values())
+        index = BudgetIndex(in_force(self.follower.snapshot()).values())
         for budget_id, reason in index.rejected.items():
             log.error("budget %s ignored: %s", budget_id, reason)
         for spec in index.windows:

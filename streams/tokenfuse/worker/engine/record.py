@@ -58,6 +58,7 @@ class ScopeRecord:
     # Per budget id (or detector entry id): what it asks for this scope.
     entries: dict[str, Enforcement] = field(default_factory=dict)
     published: Published = Published()
+    version: int = 0  # of the scope's newest control state this worker knows (control/signing.py)
     newest_ms: int = 0  # newest event time seen, for expiring idle scopes
     offset: int = -1  # the last deltas message added, so a replayed message is not added twice
     # Per detector name, its state for this scope (JSON-able; see settle.Detector).
@@ -92,7 +93,7 @@ class ScopeRecord:
         out: dict[str, Any] = {
             "w": {name: spec_named(name).dump_state(state) for name, state in self.windows.items()},
             "f": self.fired, "e": {k: e.to_json() for k, e in self.entries.items()},
-            "m": list(self.published), "t": self.newest_ms, "o": self.offset,
+            "m": list(self.published), "t": self.newest_ms, "o": self.offset, "v": self.version,
         }
         if self.detectors:
             out["d"] = self.detectors
@@ -106,6 +107,7 @@ class ScopeRecord:
             fired=data.get("f", {}),
             entries={k: Enforcement.from_json(e) for k, e in data.get("e", {}).items()},
             published=Published(*data.get("m", ())), newest_ms=data.get("t", 0), offset=data.get("o", -1),
+            version=data.get("v", 0),
             detectors=data.get("d", {}),
         )
 

@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from tokenfuse.budgets.spec import MAX_PERCENT
 from tokenfuse.usage.scopes import pattern_of, validate_scope
 from tokenfuse.usage.windows import Window, WindowSpec, metric, parse_window
 from tokenfuse.worker.engine.record import Enforcement, ScopeRecord
@@ -40,8 +41,9 @@ class BudgetIndex:
                 window = parse_window(budget["window"], budget.get("timezone", "UTC"))
             except ValueError as exc:
                 problem = problem or str(exc)
-            if problem or budget["limit"] <= 0:
-                self.rejected[budget["id"]] = problem or "limit must be positive"
+            problem = problem or budget_problem(budget)
+            if problem:
+                self.rejected[budget["id"]] = problem
                 continue
             self._by_pattern[budget["scope"]].append(ActiveBudget(dict(budget), window))
 
@@ -57,6 +59,17 @@ class BudgetIndex:
     @property
     def windows(self) -> set[WindowSpec]:
         return {b.window for budgets in self._by_pattern.values() for b in budgets}
+
+
+def budget_problem(budget: Mapping[str, Any]) -> str:
+    """What makes a budget unusable beyond its scope and window ("" if nothing): the same bounds
+    as `budgets apply` (budgets/spec.py), for records that reached the topic another way."""
+    if budget["limit"] <= 0:
+        return "limit must be positive"
+    bad = [t["percent"] for t in budget["thresholds"] if not 1 <= t["percent"] <= MAX_PERCENT]
+    if bad:
+        return f"threshold percent {bad[0]} is outside 1..{MAX_PERCENT}"
+    return ""
 
 
 def reached(budget: Mapping[str, Any], spent: int) -> list[dict[str, Any]]:

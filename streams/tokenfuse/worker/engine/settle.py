@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
-from tokenfuse.control.signing import encode_signed
+from tokenfuse.control.signing import Signer, encode_signed, next_version
 from tokenfuse.kafka.codec import codec
 from tokenfuse.usage.windows import Window, WindowSpec
 from tokenfuse.worker.engine.deltas import Delta, merge_deltas
@@ -50,14 +50,22 @@ class Detector(Protocol):
         ...
 
 
+class ControlStates(Protocol):
+    """What the worker knows of the control topic (worker/control_view.py)."""
+
+    def newest(self, scope: str) -> dict[str, Any] | None: ...
+
+    def manual_override(self, scope: str, now_ms: int) -> dict[str, Any] | None: ...
+
+
 class Settler:
-    def __init__(self, specs: Mapping[str, WindowSpec], stats: Counter[str], control_key: bytes,
-                 control_key_id: str, detectors: Sequence[Detector] = ()):
+    def __init__(self, specs: Mapping[str, WindowSpec], stats: Counter[str], signer: Signer,
+                 detectors: Sequence[Detector] = (), control: ControlStates | None = None):
         self.specs = specs
         self.stats = stats
-        self.control_key = control_key
-        self.control_key_id = control_key_id
+        self.signer = signer
         self.detectors = list(detectors)
+        self.control = control
         # Scopes not in the allow state: the sweep re-checks them when their windows end.
         self.watched: set[str] = set()
         self._grid: tuple[int, int] = (0, 0)  # (number of specs, their merge grid)
@@ -98,16 +106,30 @@ class Settler:
             record.entries = {k: e for k, e in record.entries.items() if e.until > now and k in kept}
         out = [Output("alerts", scope.encode(), codec("Alert").encode(alert)) for alert in alerts]
         self.stats["alerts"] += len(alerts)
-        chosen = effective(record.entries, now)
-        published = Published(chosen.state, chosen.budget_id, chosen.until) if chosen else Published()
-        if published != record.published:
-            self.stats["control_changes"] += 1
-            record.published = published
-            out.append(Output("control", scope.encode(), encode_signed(
-                control_state(scope, chosen, now), self.control_key, self.control_key_id)))
+        out += self._decide(scope, record, now)
         if not record.allowed:
             self.watched.add(scope)
         return out
+
+    def _decide(self, scope: str, record: ScopeRecord, now: int) -> list[Output]:
+        """A signed ControlState if the scope's effective state changed. An operator's live manual
+        state stands instead (the record remembers it, so its end brings the worker's decision
+        back); each state published outranks the newest one known for the scope."""
+        manual = self.control.manual_override(scope, now) if self.control is not None else None
+        if manual is not None:
+            record.published = Published(manual["state"], None, manual["until"])
+            record.version = max(record.version, manual["version"])
+            return []
+        chosen = effective(record.entries, now)
+        published = Published(chosen.state, chosen.budget_id, chosen.until) if chosen else Published()
+        if published == record.published:
+            return []
+        self.stats["control_changes"] += 1
+        newest = self.control.newest(scope) if self.control is not None else None
+        record.version = next_version(now, record.version, newest["version"] if newest else 0)
+        record.published = published
+        state = {**control_state(scope, chosen, now), "version": record.version}
+        return [Output("control", scope.encode(), encode_signed(state, self.signer))]
 
     def _add(self, record: ScopeRecord, deltas: list[Delta],
              budgets: list[ActiveBudget]) -> list[tuple[ActiveBudget, Window, str]]:
