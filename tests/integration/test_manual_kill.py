@@ -1,5 +1,6 @@
 """`tokenfuse kill` / `release` publish signed states that a kill-switch reader sees."""
 
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ from tokenfuse.control.signing import decode_verified
 
 
 def tokenfuse(settings, *args):
-    return subprocess.run([sys.executable, "-m", "tokenfuse.cli.main", *args], env={**settings.to_env()},
+    return subprocess.run([sys.executable, "-m", "tokenfuse.cli.main", *args], env={**os.environ, **settings.to_env()},
                           capture_output=True, text=True, timeout=60)
 
 

@@ -90,4 +90,4 @@ def next_version(now_ms: int, *known: int) -> int:
     publisher that lost its memory of a scope (an expired record, a fresh operator shell) still
     outranks what runtimes saw before; above every version it knows, so clocks that lag never
     make a new state look older."""
-    return max(now_ms, *(v + 1 for v in known))
+    return max([now_ms, *(v + 1 for v in known)])

@@ -18,7 +18,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from tokenfuse.config import Settings
 from tokenfuse.errors import DecodeError, SignatureError
 
-log = logging.getLogger(__name__)
+# Not under "tokenfuse.kafka": roles turn that logger (librdkafka's own lines) down to CRITICAL.
+log = logging.getLogger("tokenfuse.follow")
 
 _NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
               KafkaError.UNKNOWN_TOPIC_OR_PART}
@@ -65,6 +66,7 @@ class CompactedTopicFollower:
             "group.id": f"tokenfuse-follow-{topic}",  # required by librdkafka; never committed
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
+            "enable.partition.eof": True,
         })
         meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
         self._partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
@@ -129,6 +131,11 @@ class CompactedTopicFollower:
             if msg.error():
                 if msg.error().code() != KafkaError._PARTITION_EOF:
                     log.warning("reading %s: %s", self._topic, msg.error())
+                elif not self._caught_up.is_set():
+                    # At the end: past a final transaction marker too, which no position shows.
+                    positions[msg.partition()] = max(positions.get(msg.partition(), 0),
+                                                     self._ends.get(msg.partition(), 0))
+                    self._check_caught_up(positions)
                 continue
             self._apply((msg.key() or b"").decode("utf-8", "replace"), msg.value())
             positions[msg.partition()] = msg.offset() + 1
