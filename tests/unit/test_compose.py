@@ -129,7 +129,7 @@ def test_no_secret_is_committed():
     text = (REPO / "docker-compose.yml").read_text()
     for service in SERVICES.values():
         env = service.get("environment") or {}
-        for key in ("TOKENFUSE_CONTROL_KEY", "TOKENFUSE_CLICKHOUSE_PASSWORD", "CLICKHOUSE_PASSWORD",
+        for key in ("TOKENFUSE_CONTROL_KEY", "TOKENFUSE_BUDGET_KEYS", "TOKENFUSE_CLICKHOUSE_PASSWORD", "CLICKHOUSE_PASSWORD",
                     "GF_SECURITY_ADMIN_PASSWORD"):
             if key in env:
                 assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", env[key]), key

@@ -122,3 +122,11 @@ def test_records_written_before_signatures_and_versions_still_read(tmp_path, nam
     decoded = codec(name).decode(old_writer.encode(record))
     assert not decoded["signature"] and (decoded["deleted"] is False if name == "Budget"
                                             else decoded["version"] == 0)
+
+
+def test_applying_after_a_budget_key_rotation_re_signs_unchanged_budgets():
+    from tokenfuse.budgets.store import plan_apply
+
+    current = {"b": sign_budget(BUDGET, SIGNER)}
+    assert plan_apply(current, [BUDGET], key_id="ops-1").unchanged == ["b"]
+    assert plan_apply(current, [BUDGET], key_id="ops-2").changed == ["b"]

@@ -49,15 +49,17 @@ class Plan:
     puts: list[dict[str, Any]] = field(default_factory=list)
 
 
-def plan_apply(current: dict[str, dict[str, Any]], wanted: list[dict[str, Any]], prune: bool = True) -> Plan:
+def plan_apply(current: dict[str, dict[str, Any]], wanted: list[dict[str, Any]], prune: bool = True,
+               key_id: str | None = None) -> Plan:
     """Compare the file's budgets with the topic's; `updated_at` alone is no change, so
-    re-applying the same file publishes nothing."""
+    re-applying the same file publishes nothing, except budgets signed with another key than
+    `key_id` (re-signed: how budget keys rotate)."""
     plan = Plan()
     for budget in wanted:
         old = current.get(budget["id"])
         if old is None:
             plan.created.append(budget["id"])
-        elif _content(old) == _content(budget):
+        elif _content(old) == _content(budget) and key_id in (None, old.get("key_id")):
             plan.unchanged.append(budget["id"])
             continue
         else:

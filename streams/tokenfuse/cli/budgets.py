@@ -45,7 +45,8 @@ def run_apply(args: argparse.Namespace) -> int:
 
     wanted = load_budgets(args.file)
     settings = Settings.from_env() if args.dry_run else settings_for("budgets")
-    plan = plan_apply(read_budgets(settings), wanted, prune=not args.no_prune)
+    key_id = settings.budget_signer().key_id if settings.budget_keys else None
+    plan = plan_apply(read_budgets(settings), wanted, prune=not args.no_prune, key_id=key_id)
     if not args.dry_run:
         publish(settings, plan.puts, plan.deleted)
     verb = "would be " if args.dry_run else ""
