@@ -98,8 +98,7 @@ def produce_state(settings: Settings, scope: str, state: str, *, signed: bool = 
     record = {"scope": scope, "state": state, "budget_id": "b-team", "reason": f"test {state}",
               "metric": "cost_micro_usd", "spent": 12_300_000, "limit": 10_000_000,
               "until": now + 3_600_000 if state == "block" else None, "issued_at": now, **extra}
-    key = settings.control_key.get_secret_value().encode()
-    value = (encode_signed(record, key, settings.control_key_id) if signed
+    value = (encode_signed({"version": now, **record}, settings.control_signer()) if signed
              else codec("ControlState").encode(record))
     p = Producer(settings.producer_config)
     p.produce(settings.topic("control"), key=scope.encode(), value=value)

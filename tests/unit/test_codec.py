@@ -90,3 +90,15 @@ def test_a_message_of_another_type_is_not_decoded_as_usage():
                                      "window": "day", "limit": 5})
     with pytest.raises(DecodeError, match="unknown schema fingerprint"):
         codec("UsageEvent").decode(budget)
+
+
+@pytest.mark.parametrize("name", ["Budget", "ControlState"])
+def test_records_written_before_signatures_and_versions_still_read(tmp_path, name):
+    schemas = resource_path("schemas")
+    (tmp_path / f"{name}.avsc").write_text((schemas / "history" / f"{name}.v1.avsc").read_text())
+    old_writer = Codec(name, tmp_path)  # only the previous version, as old producers had it
+    record = ({"id": "b", "scope": "global", "metric": "total_tokens", "window": "1h", "limit": 5}
+              if name == "Budget" else {"scope": "global", "state": "block", "issued_at": 3})
+    decoded = codec(name).decode(old_writer.encode(record))
+    assert not decoded["signature"] and (decoded["deleted"] is False if name == "Budget"
+                                            else decoded["version"] == 0)

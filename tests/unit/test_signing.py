@@ -11,8 +11,7 @@ from tokenfuse.config.keys import parse_keyring
 from tokenfuse.config.roles import require
 from tokenfuse.control.signing import Signer, Verifier, decode_verified, encode_signed, next_version
 from tokenfuse.errors import ConfigError, SignatureError
-from tokenfuse.kafka.codec import Codec, codec
-from tokenfuse.resources import resource_path
+from tokenfuse.kafka.codec import codec
 from tokenfuse.worker.engine.rules import BudgetIndex
 
 KEY = b"a-budget-key-of-at-least-32-bytes"
@@ -110,18 +109,6 @@ def test_control_readers_accept_the_signing_key_and_the_further_listed_ones():
                         deployment_id="eu-1")
     verifier = settings.control_verifier()
     assert verifier.keys == {"old": b"o" * 32, "new": b"c" * 32} and verifier.deployment == "eu-1"
-
-
-@pytest.mark.parametrize("name", ["Budget", "ControlState"])
-def test_records_written_before_signatures_and_versions_still_read(tmp_path, name):
-    schemas = resource_path("schemas")
-    (tmp_path / f"{name}.avsc").write_text((schemas / "history" / f"{name}.v1.avsc").read_text())
-    old_writer = Codec(name, tmp_path)  # only the previous version, as old producers had it
-    record = ({"id": "b", "scope": "global", "metric": "total_tokens", "window": "1h", "limit": 5}
-              if name == "Budget" else {"scope": "global", "state": "block", "issued_at": 3})
-    decoded = codec(name).decode(old_writer.encode(record))
-    assert not decoded["signature"] and (decoded["deleted"] is False if name == "Budget"
-                                            else decoded["version"] == 0)
 
 
 def test_applying_after_a_budget_key_rotation_re_signs_unchanged_budgets():

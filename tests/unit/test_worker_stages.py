@@ -108,11 +108,12 @@ def test_account_settles_deltas_once_even_when_a_message_is_replayed():
     from tokenfuse.worker.account import Account
     from tokenfuse.worker.engine.deltas import DeltaBatch
     from tokenfuse.worker.engine.rules import BudgetIndex
+    from tokenfuse.control.signing import Signer
     from tokenfuse.worker.engine.settle import Settler
 
     hour = parse_window("1h")
     stats: Counter[str] = Counter()
-    account = Account(table=SimpleNamespace(data={}), settler=Settler({hour.name: hour}, stats, b"k" * 32, "k"),
+    account = Account(table=SimpleNamespace(data={}), settler=Settler({hour.name: hour}, stats, Signer("k", b"k" * 32, "unit")),
                       feed=None, stats=stats, outputs={}, partitions=1, idle_ms=lambda: 0, owned=set)
     batch = DeltaBatch()
     batch.add({"event_id": "e1", "event_time": 1_000, "input_tokens": 7, "output_tokens": 0, "cached_tokens": 0},

@@ -45,8 +45,7 @@ POLL_S = 0.2
 class Notifier:
     def __init__(self, settings: Settings, config: NotifyConfig, senders: Mapping[str, Sender] | None = None):
         self.settings, self.config = require(settings, "notifier"), config
-        assert settings.control_key is not None  # require() checked it
-        self.keys = {settings.control_key_id: settings.control_key.get_secret_value().encode()}
+        self.verifier = settings.control_verifier()
         self.topics = {settings.topic("alerts"): "alerts", settings.topic("control"): "control"}
         self.group = f"{settings.app_id}-notify"
         self.state_path = settings.data_dir / "notify" / f"{self.group}.json"
@@ -112,7 +111,7 @@ class Notifier:
         try:
             if kind == "alerts":
                 return self.tracker.alert(codec("Alert").decode(value), source, _now_ms())
-            return self.tracker.control(decode_verified(value or b"", self.keys), source, _now_ms())
+            return self.tracker.control(decode_verified(value or b"", self.verifier), source, _now_ms())
         except SignatureError as exc:
             log.warning("skipping control state at %s[%d]@%d: %s", source.topic, source.partition, source.offset, exc)
             return Skipped("unsigned")
