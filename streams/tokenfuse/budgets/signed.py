@@ -7,7 +7,7 @@ record with `deleted` set, and readers ignore bare tombstones.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from tokenfuse.control.signing import Signer, Verifier, sign_record, verify_record
 from tokenfuse.kafka.codec import codec
@@ -28,6 +28,14 @@ def decode_verified_budget(data: bytes, verifier: Verifier) -> dict[str, Any]:
     budget = codec("Budget").decode(data)
     verify_record("Budget", budget, verifier, f"budget {budget.get('id')!r}")
     return budget
+
+
+def budget_decoder(verifier: Verifier) -> Callable[[bytes], dict[str, Any]]:
+    """For readers that may lack a budget key (`budgets list`, a runtime's local ledger): verify
+    when the verifier has keys, else decode only. The worker always verifies."""
+    if not verifier.keys:
+        return codec("Budget").decode
+    return lambda data: decode_verified_budget(data, verifier)
 
 
 def in_force(records: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

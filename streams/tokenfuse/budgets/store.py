@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from tokenfuse.budgets.signed import decode_verified_budget, in_force, sign_budget, signed_deletion
+from tokenfuse.budgets.signed import budget_decoder, in_force, sign_budget, signed_deletion
 from tokenfuse.kafka.codec import codec
 from tokenfuse.config import Settings
 from tokenfuse.config.roles import require
@@ -27,9 +27,8 @@ def read_budgets(settings: Settings, timeout: float = 30.0) -> dict[str, dict[st
     signed deletions removing. With budget keys set, records that do not verify are logged and
     skipped, as the worker does; without them, signatures are not checked (a read-only view)."""
     topic = _budgets_topic(settings)
-    verifier = settings.budget_verifier()
-    decode = (lambda data: decode_verified_budget(data, verifier)) if verifier.keys else codec("Budget").decode
-    follower = CompactedTopicFollower(settings, topic, decode, ignore_tombstones=True)
+    follower = CompactedTopicFollower(settings, topic, budget_decoder(settings.budget_verifier()),
+                                      ignore_tombstones=True)
     try:
         if not follower.wait_caught_up(timeout):
             raise BrokerUnavailable(f"timed out after {timeout:g}s reading {topic} to its end")

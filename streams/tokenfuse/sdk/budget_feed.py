@@ -4,6 +4,10 @@
 The broker may be unreachable when the runtime starts: the thread keeps trying, and until the
 topic has been read no budget is enforced locally (the kill switch still is). Once read, the
 budgets stay in memory, so local enforcement goes on through a broker outage.
+
+Deletions are signed records, bare tombstones are ignored (budgets/signed.py). Signatures are
+checked only if the runtime has TOKENFUSE_BUDGET_KEYS, which runtimes should not hold (the key
+also signs): local enforcement only ever stops this runtime early, the worker is the authority.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 from confluent_kafka import KafkaException, Producer
 
 from tokenfuse.config import Settings
-from tokenfuse.kafka.codec import codec
+from tokenfuse.budgets.signed import budget_decoder, in_force
 from tokenfuse.kafka.follow import CompactedTopicFollower
 from tokenfuse.sdk.ledger import LocalLedger
 from tokenfuse.sdk.outage import KafkaLogGate, Outage
@@ -54,7 +58,7 @@ class BudgetFeed:
                 # Nothing applies before the topic is read to its end: no decision on a partial picture.
                 if follower.wait_caught_up(0) and follower.version != seen:
                     seen = follower.version  # read before the snapshot: a change after it is seen next time
-                    self._ledger.set_budgets(follower.snapshot().values())
+                    self._ledger.set_budgets(in_force(follower.snapshot()).values())
                     self._ready.set()
                 self._stop.wait(_POLL_S)
         finally:
@@ -69,8 +73,9 @@ class BudgetFeed:
                 # prompt while the broker is away.
                 if self._topic_exists(probe):
                     try:
-                        return CompactedTopicFollower(self._settings, self._topic, codec("Budget").decode,
-                                                      client_config=self._client_config)
+                        return CompactedTopicFollower(self._settings, self._topic,
+                                                      budget_decoder(self._settings.budget_verifier()),
+                                                      ignore_tombstones=True, client_config=self._client_config)
                     except KafkaException as exc:
                         log.debug("budgets topic %s not readable yet: %s", self._topic, exc)
                 self._stop.wait(_RETRY_S)
