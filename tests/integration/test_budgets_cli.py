@@ -124,3 +124,10 @@ def test_a_missing_topic_is_reported(broker, tmp_path, monkeypatch, capsys):
     assert main(["budgets", "list"]) == 1
     assert capsys.readouterr().err == (
         "tokenfuse: topic test-no-such-prefix.budgets does not exist (run `tokenfuse topics create`)\n")
+
+
+def test_applying_without_a_budget_key_is_one_clear_error(settings, cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("TOKENFUSE_BUDGET_KEYS")
+    code, _, err = cli("budgets", "apply", budgets_file(tmp_path, BUDGET_A.format(limit=10)))
+    assert code == 1 and "TOKENFUSE_BUDGET_KEYS: required by the budget operator" in err
+    assert "Traceback" not in err and end_offset(settings) == 0

@@ -26,7 +26,8 @@ from tokenfuse.kafka.topics import create_topics
 def _settings(bootstrap: str, tmp_path: Path) -> Settings:
     tag = uuid.uuid4().hex[:10]
     s = Settings(bootstrap_servers=bootstrap, topic_prefix=f"test-{tag}", partitions=2,
-                 data_dir=tmp_path / "data", control_key=f"test-control-key-{uuid.uuid4().hex}")
+                 data_dir=tmp_path / "data", control_key=f"test-control-key-{uuid.uuid4().hex}",
+                 budget_keys=f"test:budget-key-{uuid.uuid4().hex}")
     create_topics(s)
     return s
 

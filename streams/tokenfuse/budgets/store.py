@@ -72,7 +72,7 @@ def plan_apply(current: dict[str, dict[str, Any]], wanted: list[dict[str, Any]],
 
 def publish(settings: Settings, puts: list[dict[str, Any]], deletes: list[str], timeout: float = 30.0) -> None:
     """Write signed budgets and deletions with an idempotent producer; raise if any is not delivered."""
-    signer = require(settings, "budgets").budget_signer()
+    signer = require(settings, "budget operator").budget_signer()
     topic = _budgets_topic(settings)
     failures: list[str] = []
 

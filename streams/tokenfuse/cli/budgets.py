@@ -44,7 +44,7 @@ def run_apply(args: argparse.Namespace) -> int:
     from tokenfuse.config.roles import settings_for
 
     wanted = load_budgets(args.file)
-    settings = Settings.from_env() if args.dry_run else settings_for("budgets")
+    settings = Settings.from_env() if args.dry_run else settings_for("budget operator")
     key_id = settings.budget_signer().key_id if settings.budget_keys else None
     plan = plan_apply(read_budgets(settings), wanted, prune=not args.no_prune, key_id=key_id)
     if not args.dry_run:
@@ -95,7 +95,7 @@ def run_delete(args: argparse.Namespace) -> int:
 
     from tokenfuse.config.roles import settings_for
 
-    delete_budget(settings_for("budgets"), args.id)
+    delete_budget(settings_for("budget operator"), args.id)
     print(f"{args.id}: deleted")
     return 0
 

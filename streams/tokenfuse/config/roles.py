@@ -11,7 +11,7 @@ REQUIRED: dict[str, dict[str, str]] = {
     "worker": {"control_key": "signs the control states it publishes",
                "budget_keys": "verifies the budgets it applies"},
     "operator": {"control_key": "signs manual kill and release states"},
-    "budgets": {"budget_keys": "signs the budgets it publishes"},
+    "budget operator": {"budget_keys": "signs the budgets it publishes"},
     "sink": {},
     "notifier": {"control_key": "verifies the control states it tells people about"},
 }
