@@ -150,7 +150,7 @@ def november(history):
     store(history, rows.USAGE, [rows.usage_row(e, catalog, 0, n) for n, e in enumerate(events)])
     budget = {"id": "teams-day", "scope": "team:*", "metric": "cost_micro_usd", "window": "day", "timezone": "UTC",
               "limit": 500_000, "thresholds": [], "description": "", "updated_at": NOV}
-    store(history, rows.BUDGETS, [rows.budget_row("teams-day", budget, 0, 0, NOV)])
+    store(history, rows.BUDGETS, [rows.budget_row(budget, 0, 0, NOV)])
     alert = {"alert_id": "x", "kind": "threshold", "scope": "team:acme/search", "budget_id": "teams-day",
              "threshold_percent": 100, "action": "block", "metric": "cost_micro_usd", "spent": 1, "limit": 1,
              "window_start": None, "window_end": None, "event_id": None, "created_at": NOV + DAY, "message": "m"}

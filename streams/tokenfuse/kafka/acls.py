@@ -3,7 +3,8 @@ applies them, and `deploy/kafka/kafka.sh start --secure` applies them to the loc
 
 Who may do what (the kill switch is only as safe as the right to write the control topic):
 - runtime (agent SDK): write usage, read control.
-- worker: read usage, budgets and deltas; write deltas, control, alerts, DLQ; its own changelog
+- worker: read usage, budgets, deltas and control (manual states, versions: docs/control-plane.md);
+  write deltas, control, alerts, DLQ; its own changelog
   topics (created by Faust), consumer group and transactional ids (all named `<app_id>...`).
 - sink: read usage, alerts, control, budgets with its group `<app_id>-sink`; writes nothing.
 - operator: read and write budgets and control (`budgets apply`, `kill`, `release`).
@@ -58,13 +59,13 @@ def role_grants(settings: Settings) -> list[Grant]:
     # recovery probe's (worker/faust_adapter/recovery.py).
     follow = "tokenfuse-follow-"
     grants.append(Grant("runtime", "DESCRIBE", "group", "tokenfuse-killswitch-", prefixed=True))
-    grants.append(Grant("worker", "DESCRIBE", "group", follow + t("budgets")))
+    grants.extend(Grant("worker", "DESCRIBE", "group", follow + t(name)) for name in ("budgets", "control"))
     grants.append(Grant("worker", "DESCRIBE", "group", "tokenfuse-recovery-probe"))
     grants.extend(Grant(role, "DESCRIBE", "group", f"{follow}{settings.topic_prefix}.", prefixed=True)
                   for role in ("operator", "dashboard"))
     topics("runtime", "WRITE", "usage")
     topics("runtime", "READ", "control")
-    topics("worker", "READ", "usage", "budgets", "deltas")
+    topics("worker", "READ", "usage", "budgets", "deltas", "control")
     topics("worker", "WRITE", "deltas", "control", "alerts", "dlq")
     grants.extend(Grant("worker", op, "topic", f"{app}-", prefixed=True)  # Faust's changelogs, leader topic
                   for op in ("CREATE", "READ", "WRITE"))
