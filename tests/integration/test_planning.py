@@ -111,8 +111,7 @@ def test_chargeback_of_last_month_adds_up_to_the_clickhouse_total(settings, cli,
     producer.produce(settings.topic("alerts"), key=b"team:acme/search", value=codec("Alert").encode(alert))
     state = {"scope": "team:acme/search", "state": "block", "issued_at": start + DAY, "until": start + 2 * DAY}
     producer.produce(settings.topic("control"), key=b"team:acme/search",
-                     value=encode_signed(state, settings.control_key.get_secret_value().encode(),
-                                         settings.control_key_id))
+                     value=encode_signed(state, settings.control_signer()))
     assert producer.flush(30) == 0
     with RoleProcess("sink", settings, tmp_path / "sink.log"):
         seed(settings, events)
