@@ -17,6 +17,7 @@ import time
 from collections import Counter, defaultdict
 
 from tests.benchmarks.bench_engine import DETECTOR_BUDGETS, LADDER
+from tokenfuse.control.signing import Signer
 from tokenfuse.usage.scopes import event_scopes
 from tokenfuse.usage.windows import parse_window
 from tokenfuse.worker.engine.deltas import DeltaBatch
@@ -55,7 +56,7 @@ def settle_all(work: list[dict[str, list]], detectors: bool) -> float:
     specs = {s.name: s for s in (parse_window(w) for w in WINDOWS.split(","))}
     index = BudgetIndex([{"timezone": "UTC", "thresholds": LADDER, **b} for b in DETECTOR_BUDGETS])
     plugins = [ForecastDetector(), LoopDetector(), SpikeDetector()] if detectors else []
-    settler = Settler(specs, Counter(), b"k", "k", plugins)
+    settler = Settler(specs, Counter(), Signer("k", b"k" * 32, "bench"), plugins)
     records: dict[str, ScopeRecord] = {}
     t0 = time.process_time()  # CPU time: other processes on a shared machine do not count
     for by_scope in work:

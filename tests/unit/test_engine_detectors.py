@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from tokenfuse.control.signing import decode_verified
+from tokenfuse.control.signing import Signer, Verifier, decode_verified
 from tokenfuse.kafka.codec import codec
 from tokenfuse.usage.windows import parse_window
 from tokenfuse.worker.engine.deltas import Delta, DeltaBatch, decode_message
@@ -16,7 +16,7 @@ from tokenfuse.worker.engine.rules import BudgetIndex
 from tokenfuse.worker.engine.settle import Settler
 
 HOUR = parse_window("1h")
-KEYS = {"k1": b"k"}
+KEYS = Verifier({"k1": b"k" * 32}, "unit")
 
 
 class Acks:
@@ -34,7 +34,7 @@ def budget(**kw):
 
 def settler(quiet=frozenset()):
     acks = Acks(set(quiet))
-    return Settler({HOUR.name: HOUR}, Counter(), b"k", "k1", [ForecastDetector(acks), LoopDetector(acks),
+    return Settler({HOUR.name: HOUR}, Counter(), Signer("k1", b"k" * 32, "unit"), [ForecastDetector(acks), LoopDetector(acks),
                                                                 SpikeDetector(acks)])
 
 
