@@ -150,7 +150,7 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
             async with gate:  # a commit never splits a scope's changelog write from its messages
                 await account_stage.sweep_scope(scope, now)
 
-    readiness = Readiness(settings, feed, owned=owned_of, recovered=lambda: bool(
+    readiness = Readiness(settings, feed, control_view, owned=owned_of, recovered=lambda: bool(
         app.tables.recovery.completed.is_set() and owned_of(usage.get_topic_name())))
 
     @app.timer(0.5)

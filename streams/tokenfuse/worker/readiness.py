@@ -2,7 +2,8 @@
 the budgets, recovered its tables and worked through the usage that was waiting for it, a
 runaway agent is not blocked. So the worker is ready once:
 
-1. the budgets topic is read to its end,
+1. the budgets and control topics are read to their ends (the control topic: operators' kills
+   the worker must not override, and the versions its states must outrank),
 2. Faust's table recovery is complete and it owns partitions,
 3. the usage partitions it owns are committed up to their end as they stood when it got there,
    and then the deltas partitions it owns up to theirs (the backlog is settled, not only read).
@@ -20,6 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from tokenfuse.config import Settings
 from tokenfuse.worker.budget_feed import BudgetFeed
+from tokenfuse.worker.control_view import ControlView
 from tokenfuse.worker.faust_adapter.recovery import committed_ends
 
 log = logging.getLogger(__name__)
@@ -28,10 +30,11 @@ READY_LINE = "tokenfuse worker ready: enforcing"
 
 
 class Readiness:
-    def __init__(self, settings: Settings, feed: BudgetFeed, recovered: Callable[[], bool],
+    def __init__(self, settings: Settings, feed: BudgetFeed, control: ControlView, recovered: Callable[[], bool],
                  owned: Callable[[str], set[int]]):
         self.settings = settings
         self.feed = feed
+        self.control = control
         self.recovered = recovered  # tables recovered and partitions assigned
         self.owned = owned  # topic name -> partitions this worker owns
         self.ready = False
@@ -43,7 +46,8 @@ class Readiness:
         """One step towards ready; True once ready (and from then on)."""
         if self.ready:
             return True
-        if self.stage == "budgets" and self.feed.started and self.feed.follower.wait_caught_up(0):
+        if (self.stage == "budgets" and self.feed.started and self.feed.follower.wait_caught_up(0)
+                and self.control.follower is not None and self.control.follower.wait_caught_up(0)):
             self.stage = "tables"
         if self.stage == "tables" and self.recovered():
             self.stage, self._targets = "usage", await self._ends("usage")
