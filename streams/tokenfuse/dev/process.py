@@ -15,7 +15,7 @@ from tokenfuse.errors import TokenfuseError
 from tokenfuse.worker.readiness import READY_LINE
 
 # The line each role logs once it is ready: the worker once it enforces (worker/readiness.py).
-READY_LINES = {"worker": READY_LINE, "sink": "sink ready", "notify": "notify ready"}
+READY_LINES = {"worker": READY_LINE, "sink": "sink ready", "notify": "notify ready", "dashboard": "dashboard ready"}
 # The line Faust logs once a worker's agents run (before they have caught up): benchmarks time from it.
 FAUST_STARTED_LINE = "[^Worker]: Ready"
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from tokenfuse.config import Settings
-from tokenfuse.errors import DecodeError
+from tokenfuse.errors import DecodeError, SignatureError
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,16 @@ _NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILAB
 
 class CompactedTopicFollower:
     """`snapshot()` is the latest decoded value per key (tombstones remove); `version` grows on
-    every change; `wait_caught_up()` waits until everything present at start has been read."""
+    every change; `wait_caught_up()` waits until everything present at start has been read.
+    `decode` may raise DecodeError or SignatureError (a forged control state): the record is
+    skipped, the key keeps its last good value. `on_change(key, value)` is called from the
+    follower's thread after each change (value None = removed), for processes that push
+    changes on (the dashboard)."""
 
-    def __init__(self, settings: Settings, topic: str, decode: Callable[[bytes], Any]):
+    def __init__(self, settings: Settings, topic: str, decode: Callable[[bytes], Any],
+                 on_change: Callable[[str, Any], None] | None = None):
         self._decode = decode
+        self._on_change = on_change
         self._topic = topic
         self._consumer = Consumer({
             **settings.kafka_config,
@@ -39,7 +45,7 @@ class CompactedTopicFollower:
         })
         meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
         self._partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-        self._ends = {p.partition: self._high_watermark(p) for p in self._partitions}
+        self._ends = {p.partition: watermarks(self._consumer, p)[1] for p in self._partitions}
         self._consumer.assign(self._partitions)
         self._values: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -50,17 +56,6 @@ class CompactedTopicFollower:
         self._check_caught_up({})
         self._thread = threading.Thread(target=self._run, name=f"follow-{topic}", daemon=True)
         self._thread.start()
-
-    def _high_watermark(self, tp: TopicPartition, timeout: float = 15.0) -> int:
-        # Right after a topic is created the broker may answer "not leader" for a moment.
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self._consumer.get_watermark_offsets(tp, timeout=timeout)[1]
-            except KafkaException as exc:
-                if exc.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -99,7 +94,7 @@ class CompactedTopicFollower:
             key = (msg.key() or b"").decode("utf-8", "replace")
             try:
                 value = None if msg.value() is None else self._decode(msg.value())
-            except DecodeError as exc:
+            except (DecodeError, SignatureError) as exc:
                 self.rejected += 1
                 log.error("ignoring unreadable record %r in %s: %s", key, self._topic, exc)
             else:
@@ -109,9 +104,24 @@ class CompactedTopicFollower:
                     else:
                         self._values[key] = value
                     self.version += 1
+                if self._on_change is not None:
+                    self._on_change(key, value)
             positions[msg.partition()] = msg.offset() + 1
             if not self._caught_up.is_set():
                 self._check_caught_up(positions)
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 15.0) -> tuple[int, int]:
+    """(low, high) offsets of a partition. Right after a topic is created the broker may answer
+    "not leader" for a moment: retried until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

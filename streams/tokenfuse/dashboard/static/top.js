@@ -1,0 +1,35 @@
+/* Top spenders: the scopes of a kind that spent most in a period (ClickHouse rollups). */
+"use strict";
+
+const state = {kind: "agent", metric: "cost_micro_usd", range: "24h"};
+
+async function load() {
+  let data;
+  try {
+    data = await TF.getJSON("/api/top?" + TF.query(state));
+  } catch (e) { TF.banner(e.message); return; }
+  TF.banner("");
+  const metric = data.metric;
+  document.getElementById("caption").textContent =
+    `${data.kind}s by ${TF.metricName[metric]}, ${TF.time(data.start)} – ${TF.time(data.end)}`;
+  Charts.bars(document.getElementById("chart"),
+              data.rows.map((r) => ({label: r.scope, value: Number(r.amount), href: "/scope?key=" + encodeURIComponent(r.scope)})),
+              (v) => TF.amount(metric, v));
+  TF.fill(document.querySelector("#top tbody"), data.rows.map((r, i) => TF.el("tr", {"data-scope": r.scope},
+    TF.el("td", {class: "muted", text: String(i + 1)}), TF.el("td", {}, TF.scopeLink(r.scope)),
+    TF.el("td", {class: "num", text: TF.amount(metric, r.amount)}), TF.el("td", {class: "num", text: TF.usd(r.micro_usd)}),
+    TF.el("td", {class: "num", text: TF.count(r.calls)}), TF.el("td", {class: "num", text: TF.count(r.input)}),
+    TF.el("td", {class: "num", text: TF.count(r.output)}))));
+  TF.show("top-empty", !data.rows.length);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const id of ["kind", "metric"]) {
+    document.getElementById(id).addEventListener("change", (e) => { state[id] = e.target.value; load(); });
+  }
+  TF.rangePicker(document.getElementById("range"), TF.RANGES, state.range, (choice) => {
+    Object.assign(state, {range: choice.range, from: choice.from, to: choice.to});
+    load();
+  });
+  load();
+});
