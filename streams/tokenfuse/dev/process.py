@@ -1,4 +1,4 @@
-"""Start tokenfuse process roles (`tokenfuse worker`, `sink`, `notify`) as child processes and
+"""Start tokenfuse process roles (`tokenfuse worker`, `sink`, `notify`, `dashboard`) as child processes and
 wait until they are ready: used by the demo and by the end-to-end tests."""
 
 from __future__ import annotations
@@ -53,6 +53,11 @@ class RoleProcess:
                 raise TokenfuseError(f"{self.role} not ready within {timeout:.0f}s:\n{self.tail()}")
             time.sleep(0.1)
         return self
+
+    @property
+    def ready_line(self) -> str:
+        """The line the role logged when it got ready (the dashboard's holds its URL)."""
+        return next(line for line in self._new_log().splitlines() if READY_LINES[self.role] in line)
 
     def _new_log(self) -> str:
         with open(self.log_path, "rb") as f:

@@ -113,6 +113,9 @@ async function control(action) {
 
 document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("scope-name").textContent = scopeKey;
+  const kind = scopeKey.split(":")[0];  // what can spend under this scope
+  document.getElementById("agents-card").hidden = kind === "agent" || kind === "run";
+  document.getElementById("runs-card").hidden = kind === "run";
   document.title = scopeKey + " · tokenfuse";
   const config = await TF.getJSON("/api/config");
   if (config.operator) {
