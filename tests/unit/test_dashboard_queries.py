@@ -73,12 +73,20 @@ def test_org_and_team_spend_today(known):
 
 def test_agents_and_runs_under_a_scope(known):
     period = Period(NOW - HOUR, NOW)
-    agents = queries.children(known, period, "org:acme", "agent")
-    assert [(a["name"], int(a["micro_usd"]), int(a["calls"])) for a in agents] == [("beta", 1000, 1), ("alpha", 600, 3)]
-    runs = queries.children(known, period, "team:acme/search", "run")
-    assert [(r["name"], int(r["micro_usd"])) for r in runs] == [("r1", 300), ("r2", 300)]  # ties by name
-    assert queries.children(known, period, "tag:env=prod", "agent")[0]["name"] == "beta"
-    assert queries.children(known, period, "team:acme/ads", "run") == []  # beta ran without a run id
+    under = queries.children(known, period, "org:acme", ("agent", "run"))
+    assert [(a["name"], int(a["micro_usd"]), int(a["calls"])) for a in under["agent"]] == [
+        ("beta", 1000, 1), ("alpha", 600, 3)]
+    assert [(r["name"], int(r["micro_usd"])) for r in under["run"]] == [("r1", 300), ("r2", 300)]  # ties by name
+    assert queries.children(known, period, "tag:env=prod", ("agent",))["agent"][0]["name"] == "beta"
+    assert queries.children(known, period, "team:acme/ads", ("run",)) == {"run": []}  # beta ran without a run id
+
+
+def test_spend_of_a_scope_in_several_windows_at_once(known):
+    windows = [(NOW - 30 * MINUTE, NOW + 30 * MINUTE), (NOW // DAY * DAY - 7 * DAY, NOW + DAY), (0, 60_000)]
+    assert queries.window_spend(known, "agent:alpha", windows) == [
+        {"micro_usd": 600, "tokens": 45, "calls": 3}, {"micro_usd": 600, "tokens": 45, "calls": 3},
+        {"micro_usd": 0, "tokens": 0, "calls": 0}]
+    assert queries.window_spend(known, "run:r1", windows[:1]) == [{"micro_usd": 300, "tokens": 30, "calls": 2}]
 
 
 def test_control_changes_show_verified_states_only(known):
@@ -101,6 +109,7 @@ def test_time_ranges_by_name_or_from_to_and_their_chart_grain():
 
 @pytest.mark.parametrize("hostile", ["agent:x' OR 1=1 --", "tag:k=v'); DROP TABLE usage_events; --"])
 def test_hostile_scope_values_stay_data(known, hostile):
-    assert queries.children(known, Period(NOW - HOUR, NOW), hostile, "agent") == []
+    assert queries.children(known, Period(NOW - HOUR, NOW), hostile, ("agent", "run")) == {"agent": [], "run": []}
+    assert queries.window_spend(known, hostile, [(NOW - HOUR, NOW)]) == [{"micro_usd": 0, "tokens": 0, "calls": 0}]
     assert queries.control_changes(known, hostile) == []
     assert known("SELECT count() AS n FROM usage_events", {})["rows"] == [[5]]

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tokenfuse.history.reports import DAY, HOUR, IN_PERIOD, METRICS, MINUTE, Period, ReportError, Runner, scope_filter
+from tokenfuse.history.reports import (DAY, HOUR, IN_PERIOD, METRICS, MINUTE, Period, ReportError, Runner, scope_filter,
+                                       union_all)
 
 # Time ranges the pages offer, by name.
 RANGES = {"1h": HOUR, "6h": 6 * HOUR, "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
@@ -47,8 +48,10 @@ EVENT_FILTERS = {
 }
 # What lies under a scope of each kind: columns of usage_events.
 CHILDREN = {"agent": "agent", "run": "ifNull(run, '')"}
+WINDOW_SQL = ("SELECT {n} AS n, sum(cost_micro_usd) AS micro_usd, sum(input_tokens + output_tokens) AS tokens, "
+              "sum(events) AS calls FROM {table} WHERE {where} AND " + _PERIOD)
 CHILDREN_SQL = (
-    "SELECT {child} AS name, sum(cost_micro_usd) AS micro_usd, sum(input_tokens + output_tokens) AS tokens, "
+    "SELECT '{kind}' AS kind, {child} AS name, sum(cost_micro_usd) AS micro_usd, sum(input_tokens + output_tokens) AS tokens, "
     "count() AS calls FROM usage_events WHERE {where} AND name != '' "
     "AND event_time >= fromUnixTimestamp64Milli({{start_ms:Int64}}, 'UTC') "
     "AND event_time < fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC') "
@@ -107,11 +110,34 @@ def control_changes(run: Runner, scope: str, limit: int = 20) -> list[dict[str, 
     return [dict(zip(result["columns"], row)) for row in result["rows"]]
 
 
-def children(run: Runner, period: Period, scope: str, child: str, limit: int = 10) -> list[dict[str, Any]]:
-    """The `child`s (agent or run) that spent most under `scope` in the period, from the raw
-    events: the key (org, team, agent, event_time) keeps org, team and agent scopes cheap."""
+def window_spend(run: Runner, scope: str, windows: list[tuple[int, int]]) -> list[dict[str, int]]:
+    """Cost, tokens and calls of one scope in each [start, end) window, in one query."""
+    where, scope_params = scope_filter(scope)
+    parts = []
+    for n, (start, end) in enumerate(windows):
+        table, params = Period(start, max(end, start + 1)).source(scope)
+        parts.append((WINDOW_SQL.format(n=n, table=table, where=where), {**params, **scope_params}))
+    totals = {n: {"micro_usd": 0, "tokens": 0, "calls": 0} for n in range(len(windows))}
+    for n, micro_usd, tokens, calls in (run(*union_all(parts))["rows"] if parts else []):
+        totals[int(n)] = {"micro_usd": int(micro_usd), "tokens": int(tokens), "calls": int(calls)}
+    return [totals[n] for n in range(len(windows))]
+
+
+def children(run: Runner, period: Period, scope: str, kinds: tuple[str, ...], limit: int = 10) -> dict[str, list]:
+    """The agents and/or runs that spent most under `scope` in the period, by kind, from the raw
+    events in one query: the key (org, team, agent, event_time) keeps org, team and agent scopes
+    cheap."""
     kind, _, value = scope.partition(":")
     a, _, b = value.partition("/" if kind == "team" else "=")
-    sql = CHILDREN_SQL.format(child=CHILDREN[child], where=EVENT_FILTERS[kind])
-    result = run(sql, {"a": a, "b": b, "start_ms": period.start_ms, "end_ms": period.end_ms, "limit": limit})
-    return [dict(zip(result["columns"], row)) for row in result["rows"]]
+    params = {"a": a, "b": b, "start_ms": period.start_ms, "end_ms": period.end_ms, "limit": limit}
+    parts = [(CHILDREN_SQL.format(kind=child, child=CHILDREN[child], where=EVENT_FILTERS[kind]), params)
+             for child in kinds]
+    out: dict[str, list] = {child: [] for child in kinds}
+    if parts:
+        result = run(*union_all(parts))
+        for row in result["rows"]:
+            record = dict(zip(result["columns"], row))
+            out[record.pop("kind")].append(record)
+    for rows in out.values():
+        rows.sort(key=lambda r: (-int(r["micro_usd"]), r["name"]))
+    return out

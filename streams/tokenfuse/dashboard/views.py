@@ -82,12 +82,12 @@ class Views:
         chart = (self._window_chart(scope, uses[0], now) if range_name == WINDOW_RANGE
                  else self._range_chart(scope, TimeRange.parse(range_name, start, end, now), metric))
         detail_period = TimeRange.parse("24h" if range_name == WINDOW_RANGE else range_name, start, end, now).period
-        kind = scope.partition(":")[0]
+        under = {"agent": ("run",), "run": ()}.get(scope.partition(":")[0], ("agent", "run"))
+        children = queries.children(self.run, detail_period, scope, under)
         return {
             "scope": scope, "budgets": [use_dict(u) for u in uses], "windows": self._windows(scope, budgets, now),
             "chart": chart, "range": range_name,
-            "agents": [] if kind in ("agent", "run") else queries.children(self.run, detail_period, scope, "agent"),
-            "runs": [] if kind == "run" else queries.children(self.run, detail_period, scope, "run"),
+            "agents": children.get("agent", []), "runs": children.get("run", []),
             "models": _dicts(reports.models(self.run, detail_period, scope)),
             "alert_history": [{**a, "created_at": epoch_ms(a["created_at"])} for a in
                               _dicts(reports.alerts(self.run, Period(now - 7 * reports.DAY, now + 1), scope, 20))],
@@ -97,15 +97,11 @@ class Views:
     def _windows(self, scope: str, budgets: list[dict[str, Any]], now: int) -> list[dict[str, Any]]:
         """Spend in the current window of each window the worker tracks and each budget names."""
         specs = {(w, "UTC") for w in self.windows} | {(b["window"], b.get("timezone") or "UTC") for b in budgets}
-        out = []
-        for window, tz in sorted(specs, key=lambda s: _window_order(s[0], s[1], now)):
-            start, end = parse_window(window, tz).bounds(now)
-            rows = _dicts(reports.spend(self.run, Period(start, max(end, start + 1)), scope))
-            total = rows[0] if rows else {"micro_usd": 0, "input": 0, "output": 0, "calls": 0}
-            out.append({"window": window, "timezone": tz, "start": start, "end": end,
-                        "micro_usd": int(total["micro_usd"]), "tokens": int(total["input"]) + int(total["output"]),
-                        "calls": int(total["calls"])})
-        return out
+        windows = sorted(((w, tz, *parse_window(w, tz).bounds(now)) for w, tz in specs),
+                         key=lambda w: (w[3] - w[2], w[0]))
+        totals = queries.window_spend(self.run, scope, [(start, end) for _, _, start, end in windows])
+        return [{"window": w, "timezone": tz, "start": start, "end": end, **total}
+                for (w, tz, start, end), total in zip(windows, totals)]
 
     def _window_chart(self, scope: str, use: BudgetUse, now: int) -> dict[str, Any]:
         """Cumulative spend of the budget's metric since its window started, with its limit."""
@@ -151,11 +147,6 @@ def epoch_ms(value: Any) -> int:
     """A ClickHouse DateTime64 as it comes through the SQL runner's JSON (text, UTC) in epoch ms."""
     when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     return int((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp() * 1000)
-
-
-def _window_order(window: str, timezone: str, now: int) -> tuple[int, str]:
-    start, end = parse_window(window, timezone).bounds(now)
-    return end - start, window
 
 
 def _now() -> int:
