@@ -41,13 +41,14 @@ from tokenfuse.history.migrate import migrate
 from tokenfuse.kafka.follow import CompactedTopicFollower, wait_until
 from tokenfuse.kafka.topics import create_topics, delete_topics
 
-AGENT_LIMIT = 1_000_000  # tokens per agent per hour: the generated agents stay well below
+AGENT_LIMIT = 20_000_000  # tokens per agent per hour: the generated agents stay well below (~1.5M)
 PAGES = {
     "Now page (HTML)": "/",
     "Now API (budgets, org/team today)": "/api/now",
     "Scope team, budget window": "/api/scope?key=team:acme/team-3",
     "Scope agent, 24h": "/api/scope?key=agent:agent-7&range=24h",
-    "Scope org, 30d (agents/runs from raw events)": "/api/scope?key=org:acme&range=30d",
+    "Scope org, 30d (agents from agents_by_hour)": "/api/scope?key=org:acme&range=30d",
+    "Scope team, 30d (runs from raw events)": "/api/scope?key=team:acme/team-3&range=30d",
     "Top agents 30d": "/api/top?kind=agent&range=30d",
     "Top teams 24h": "/api/top?kind=team&range=24h",
     "History team:* 30d": "/api/history?scope=team:*&range=30d",

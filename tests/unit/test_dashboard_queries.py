@@ -71,14 +71,15 @@ def test_org_and_team_spend_today(known):
     assert today == {"org:acme": 1600, "team:acme/search": 600, "team:acme/ads": 1000}  # gamma: 3 days ago
 
 
-def test_agents_and_runs_under_a_scope(known):
+def test_agents_under_an_org_or_team_from_their_rollup_and_runs_of_a_team_or_agent(known):
     period = Period(NOW - HOUR, NOW)
-    under = queries.children(known, period, "org:acme", ("agent", "run"))
-    assert [(a["name"], int(a["micro_usd"]), int(a["calls"])) for a in under["agent"]] == [
-        ("beta", 1000, 1), ("alpha", 600, 3)]
-    assert [(r["name"], int(r["micro_usd"])) for r in under["run"]] == [("r1", 300), ("r2", 300)]  # ties by name
-    assert queries.children(known, period, "tag:env=prod", ("agent",))["agent"][0]["name"] == "beta"
-    assert queries.children(known, period, "team:acme/ads", ("run",)) == {"run": []}  # beta ran without a run id
+    agents = queries.agents_under(known, period, "org:acme")
+    assert [(a["name"], int(a["micro_usd"]), int(a["calls"])) for a in agents] == [("beta", 1000, 1), ("alpha", 600, 3)]
+    assert [a["name"] for a in queries.agents_under(known, period, "team:acme/search")] == ["alpha"]
+    runs = queries.runs_under(known, period, "team:acme/search")
+    assert [(r["name"], int(r["micro_usd"])) for r in runs] == [("r1", 300), ("r2", 300)]  # ties by name
+    assert [r["name"] for r in queries.runs_under(known, period, "agent:alpha")] == ["r1", "r2"]
+    assert queries.runs_under(known, period, "team:acme/ads") == []  # beta ran without a run id
 
 
 def test_spend_of_a_scope_in_several_windows_at_once(known):
@@ -107,9 +108,11 @@ def test_time_ranges_by_name_or_from_to_and_their_chart_grain():
         queries.series(lambda *a: {}, Period(0, 1), MINUTE, "global", "bitcoins")
 
 
-@pytest.mark.parametrize("hostile", ["agent:x' OR 1=1 --", "tag:k=v'); DROP TABLE usage_events; --"])
+@pytest.mark.parametrize("hostile", ["x' OR 1=1 --", "k=v'); DROP TABLE usage_events; --"])
 def test_hostile_scope_values_stay_data(known, hostile):
-    assert queries.children(known, Period(NOW - HOUR, NOW), hostile, ("agent", "run")) == {"agent": [], "run": []}
-    assert queries.window_spend(known, hostile, [(NOW - HOUR, NOW)]) == [{"micro_usd": 0, "tokens": 0, "calls": 0}]
+    assert queries.runs_under(known, Period(NOW - HOUR, NOW), "agent:" + hostile) == []
+    assert queries.agents_under(known, Period(NOW - HOUR, NOW), hostile) == []
+    assert queries.window_spend(known, "tag:" + hostile, [(NOW - HOUR, NOW)]) == [
+        {"micro_usd": 0, "tokens": 0, "calls": 0}]
     assert queries.control_changes(known, hostile) == []
     assert known("SELECT count() AS n FROM usage_events", {})["rows"] == [[5]]

@@ -120,7 +120,7 @@ def create_app(dashboard: Dashboard) -> Starlette:
                                              reason or "released from the dashboard", until)
         except TokenfuseError as exc:
             return JSONResponse({"error": str(exc)}, 400, headers=SECURITY_HEADERS)
-        return JSONResponse({"published": {k: v for k, v in record.items()}}, headers=SECURITY_HEADERS)
+        return JSONResponse({"published": record}, headers=SECURITY_HEADERS)
 
     async def health(_request: Request) -> Response:
         return JSONResponse({"ok": True, "channels": len(dashboard.hub.queues)}, headers=SECURITY_HEADERS)

@@ -1,11 +1,11 @@
 """The dashboard's reads from ClickHouse, beside the reports of tokenfuse.history.reports.
 
 Spend comes from the per-scope rollups (usage_by_minute/hour/day), at the grain the time range
-needs, so a page reads a few thousand pre-aggregated rows whatever the event count. Two things
-are not in the rollups and come from the raw events, bounded by the page's time range: runs
-(not rolled up, see deploy/clickhouse/005) and the agents and runs *under* another scope (a
-rollup row knows its scope and model, not which team an agent belongs to). Every user value is
-a bound parameter; SQL fragments come from the fixed tables here and in reports.
+needs, and the agents under an org or team from agents_by_hour, so a page reads pre-aggregated
+rows whatever the event count. Runs are not rolled up (see deploy/clickhouse/005): the runs of a
+team or an agent come from the raw events, where the sort key narrows the read to that team or
+agent, bounded by the page's period. Every user value is a bound parameter; SQL fragments come
+from the fixed tables here and in reports.
 """
 
 from __future__ import annotations
@@ -35,27 +35,21 @@ CONTROL_CHANGES_SQL = (
     "SELECT toUnixTimestamp64Milli(issued_at) AS issued_at, state, reason, budget_id, spent, `limit`, "
     "toUnixTimestamp64Milli(until) AS until FROM control_changes WHERE scope = {scope:String} AND signed "
     "ORDER BY issued_at DESC, kafka_offset DESC LIMIT {limit:UInt32}")
-# usage_events WHERE clause per scope kind; a/b are the scope value's parts (team: org/team, tag: k=v).
-EVENT_FILTERS = {
-    "global": "1",
-    "org": "org = {a:String}",
-    "team": "org = {a:String} AND team = {b:String}",
-    "agent": "agent = {a:String}",
-    "run": "run = {a:String}",
-    "user": "user = {a:String}",
-    "model": "model = {a:String}",
-    "tag": "tags[{a:String}] = {b:String}",
-}
-# What lies under a scope of each kind: columns of usage_events.
-CHILDREN = {"agent": "agent", "run": "ifNull(run, '')"}
-WINDOW_SQL = ("SELECT {n} AS n, sum(cost_micro_usd) AS micro_usd, sum(input_tokens + output_tokens) AS tokens, "
-              "sum(events) AS calls FROM {table} WHERE {where} AND " + _PERIOD)
-CHILDREN_SQL = (
-    "SELECT '{kind}' AS kind, {child} AS name, sum(cost_micro_usd) AS micro_usd, sum(input_tokens + output_tokens) AS tokens, "
-    "count() AS calls FROM usage_events WHERE {where} AND name != '' "
+AGENTS_SQL = (  # agents_by_hour (deploy/clickhouse/008): org and team scopes only
+    "SELECT agent AS name, sum(cost_micro_usd) AS micro_usd, sum(input_tokens + output_tokens) AS tokens, "
+    "sum(events) AS calls FROM agents_by_hour WHERE scope = {scope:String} AND " + IN_PERIOD + " "
+    "GROUP BY name ORDER BY micro_usd DESC, name LIMIT {limit:UInt32}")
+# Runs are not rolled up: read from usage_events where its sort key (org, team, agent, event_time)
+# narrows the read to one team or one agent.
+RUN_FILTERS = {"team": "org = {a:String} AND team = {b:String}", "agent": "agent = {a:String}"}
+RUNS_SQL = (
+    "SELECT assumeNotNull(run) AS name, sum(cost_micro_usd) AS micro_usd, sum(input_tokens + output_tokens) AS tokens, "
+    "count() AS calls FROM usage_events WHERE {where} AND ifNull(run, '') != '' "
     "AND event_time >= fromUnixTimestamp64Milli({{start_ms:Int64}}, 'UTC') "
     "AND event_time < fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC') "
     "GROUP BY name ORDER BY micro_usd DESC, name LIMIT {{limit:UInt32}}")
+WINDOW_SQL = ("SELECT {n} AS n, sum(cost_micro_usd) AS micro_usd, sum(input_tokens + output_tokens) AS tokens, "
+              "sum(events) AS calls FROM {table} WHERE {where} AND " + _PERIOD)
 
 
 @dataclass(frozen=True)
@@ -106,8 +100,7 @@ def org_team_today(run: Runner, now_ms: int, limit: int = 100) -> list[dict[str,
 
 def control_changes(run: Runner, scope: str, limit: int = 20) -> list[dict[str, Any]]:
     """The latest verified control states published for one scope, newest first."""
-    result = run(CONTROL_CHANGES_SQL, {"scope": scope, "limit": limit})
-    return [dict(zip(result["columns"], row)) for row in result["rows"]]
+    return _records(run(CONTROL_CHANGES_SQL, {"scope": scope, "limit": limit}))
 
 
 def window_spend(run: Runner, scope: str, windows: list[tuple[int, int]]) -> list[dict[str, int]]:
@@ -123,21 +116,19 @@ def window_spend(run: Runner, scope: str, windows: list[tuple[int, int]]) -> lis
     return [totals[n] for n in range(len(windows))]
 
 
-def children(run: Runner, period: Period, scope: str, kinds: tuple[str, ...], limit: int = 10) -> dict[str, list]:
-    """The agents and/or runs that spent most under `scope` in the period, by kind, from the raw
-    events in one query: the key (org, team, agent, event_time) keeps org, team and agent scopes
-    cheap."""
+def agents_under(run: Runner, period: Period, scope: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The agents that spent most under an org or team scope in the period (hour grain)."""
+    _, params = period.rollup(HOUR)
+    return _records(run(AGENTS_SQL, {**params, "scope": scope, "limit": limit}))
+
+
+def runs_under(run: Runner, period: Period, scope: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The runs that spent most under a team or agent scope in the period (raw events)."""
     kind, _, value = scope.partition(":")
-    a, _, b = value.partition("/" if kind == "team" else "=")
-    params = {"a": a, "b": b, "start_ms": period.start_ms, "end_ms": period.end_ms, "limit": limit}
-    parts = [(CHILDREN_SQL.format(kind=child, child=CHILDREN[child], where=EVENT_FILTERS[kind]), params)
-             for child in kinds]
-    out: dict[str, list] = {child: [] for child in kinds}
-    if parts:
-        result = run(*union_all(parts))
-        for row in result["rows"]:
-            record = dict(zip(result["columns"], row))
-            out[record.pop("kind")].append(record)
-    for rows in out.values():
-        rows.sort(key=lambda r: (-int(r["micro_usd"]), r["name"]))
-    return out
+    a, _, b = value.partition("/")
+    return _records(run(RUNS_SQL.format(where=RUN_FILTERS[kind]),
+                        {"a": a, "b": b, "start_ms": period.start_ms, "end_ms": period.end_ms, "limit": limit}))
+
+
+def _records(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [dict(zip(result["columns"], row)) for row in result["rows"]]

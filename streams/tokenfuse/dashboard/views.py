@@ -82,12 +82,12 @@ class Views:
         chart = (self._window_chart(scope, uses[0], now) if range_name == WINDOW_RANGE
                  else self._range_chart(scope, TimeRange.parse(range_name, start, end, now), metric))
         detail_period = TimeRange.parse("24h" if range_name == WINDOW_RANGE else range_name, start, end, now).period
-        under = {"agent": ("run",), "run": ()}.get(scope.partition(":")[0], ("agent", "run"))
-        children = queries.children(self.run, detail_period, scope, under)
+        kind = scope.partition(":")[0]
         return {
             "scope": scope, "budgets": [use_dict(u) for u in uses], "windows": self._windows(scope, budgets, now),
             "chart": chart, "range": range_name,
-            "agents": children.get("agent", []), "runs": children.get("run", []),
+            "agents": self._agents_under(scope, detail_period),
+            "runs": queries.runs_under(self.run, detail_period, scope) if kind in queries.RUN_FILTERS else [],
             "models": _dicts(reports.models(self.run, detail_period, scope)),
             "alert_history": [{**a, "created_at": epoch_ms(a["created_at"])} for a in
                               _dicts(reports.alerts(self.run, Period(now - 7 * reports.DAY, now + 1), scope, 20))],
@@ -102,6 +102,16 @@ class Views:
         totals = queries.window_spend(self.run, scope, [(start, end) for _, _, start, end in windows])
         return [{"window": w, "timezone": tz, "start": start, "end": end, **total}
                 for (w, tz, start, end), total in zip(windows, totals)]
+
+    def _agents_under(self, scope: str, period: Period) -> list[dict[str, Any]]:
+        """Agents spending under global (the agent rollups), an org or a team (agents_by_hour)."""
+        if scope == "global":
+            rows = _dicts(reports.top(self.run, period, "agent", limit=10))
+            return [{"name": r["scope"].removeprefix("agent:"), "micro_usd": r["micro_usd"],
+                     "tokens": int(r["input"]) + int(r["output"]), "calls": r["calls"]} for r in rows]
+        if scope.partition(":")[0] in ("org", "team"):
+            return queries.agents_under(self.run, period, scope)
+        return []
 
     def _window_chart(self, scope: str, use: BudgetUse, now: int) -> dict[str, Any]:
         """Cumulative spend of the budget's metric since its window started, with its limit."""

@@ -133,6 +133,29 @@ TF.rangePicker = function (container, choices, current, onChange) {
   TF.fill(container, [...buttons, TF.el("span", {class: "muted", text: " or "}), from, to, apply]);
 };
 
+/* A page drawn from one API call with pickers (Top spenders, History): `state` is the query,
+   `render(data)` draws the answer; a metric or range change reloads. Returns the reload. */
+TF.pickerPage = function (api, state, render) {
+  const load = async () => {
+    let data;
+    try {
+      data = await TF.getJSON(api + "?" + TF.query(state));
+    } catch (e) { TF.banner(e.message); return; }
+    TF.banner("");
+    render(data);
+  };
+  const metric = document.getElementById("metric");
+  TF.fill(metric, Object.entries(TF.metricName).map(([value, name]) => TF.el("option", {value: value, text: name})));
+  metric.value = state.metric;
+  metric.addEventListener("change", () => { state.metric = metric.value; load(); });
+  TF.rangePicker(document.getElementById("range"), TF.RANGES, state.range, (choice) => {
+    Object.assign(state, {range: choice.range, from: choice.from, to: choice.to});
+    load();
+  });
+  load();
+  return load;
+};
+
 TF.query = function (params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") q.set(k, v);

@@ -1,14 +1,7 @@
 /* History: spend over time for a scope (or the biggest scopes of a pattern), from the rollups. */
 "use strict";
 
-const state = {scope: new URLSearchParams(location.search).get("scope") || "global", metric: "cost_micro_usd", range: "24h"};
-
-async function load() {
-  let data;
-  try {
-    data = await TF.getJSON("/api/history?" + TF.query(state));
-  } catch (e) { TF.banner(e.message); return; }
-  TF.banner("");
+function render(data) {
   const metric = data.metric;
   const per = data.grain >= 86400e3 ? "day" : data.grain >= 3600e3 ? "hour" : "minute";
   document.getElementById("caption").textContent = `${data.scope}: ${TF.metricName[metric]} per ${per}`;
@@ -24,17 +17,14 @@ async function load() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  const state = {scope: new URLSearchParams(location.search).get("scope") || "global", metric: "cost_micro_usd",
+                 range: "24h"};
   const scope = document.getElementById("scope");
   scope.value = state.scope;
+  const reload = TF.pickerPage("/api/history", state, render);
   document.getElementById("scope-form").addEventListener("submit", (e) => {
     e.preventDefault();
     state.scope = scope.value.trim() || "global";
-    load();
+    reload();
   });
-  document.getElementById("metric").addEventListener("change", (e) => { state.metric = e.target.value; load(); });
-  TF.rangePicker(document.getElementById("range"), TF.RANGES, state.range, (choice) => {
-    Object.assign(state, {range: choice.range, from: choice.from, to: choice.to});
-    load();
-  });
-  load();
 });

@@ -114,8 +114,8 @@ async function control(action) {
 document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("scope-name").textContent = scopeKey;
   const kind = scopeKey.split(":")[0];  // what can spend under this scope
-  document.getElementById("agents-card").hidden = kind === "agent" || kind === "run";
-  document.getElementById("runs-card").hidden = kind === "run";
+  document.getElementById("agents-card").hidden = !["global", "org", "team"].includes(kind);
+  document.getElementById("runs-card").hidden = !["team", "agent"].includes(kind);
   document.title = scopeKey + " · tokenfuse";
   const config = await TF.getJSON("/api/config");
   if (config.operator) {

@@ -1,14 +1,7 @@
 /* Top spenders: the scopes of a kind that spent most in a period (ClickHouse rollups). */
 "use strict";
 
-const state = {kind: "agent", metric: "cost_micro_usd", range: "24h"};
-
-async function load() {
-  let data;
-  try {
-    data = await TF.getJSON("/api/top?" + TF.query(state));
-  } catch (e) { TF.banner(e.message); return; }
-  TF.banner("");
+function render(data) {
   const metric = data.metric;
   document.getElementById("caption").textContent =
     `${data.kind}s by ${TF.metricName[metric]}, ${TF.time(data.start)} – ${TF.time(data.end)}`;
@@ -24,12 +17,7 @@ async function load() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  for (const id of ["kind", "metric"]) {
-    document.getElementById(id).addEventListener("change", (e) => { state[id] = e.target.value; load(); });
-  }
-  TF.rangePicker(document.getElementById("range"), TF.RANGES, state.range, (choice) => {
-    Object.assign(state, {range: choice.range, from: choice.from, to: choice.to});
-    load();
-  });
-  load();
+  const state = {kind: "agent", metric: "cost_micro_usd", range: "24h"};
+  const reload = TF.pickerPage("/api/top", state, render);
+  document.getElementById("kind").addEventListener("change", (e) => { state.kind = e.target.value; reload(); });
 });
