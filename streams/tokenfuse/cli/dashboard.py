@@ -11,8 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokenfuse.config import Settings
+    from tokenfuse.config.roles import settings_for
     from tokenfuse.dashboard.server import serve
 
-    serve(Settings.from_env(), announce=lambda url: print(f"dashboard ready on {url}", flush=True))
+    serve(settings_for("dashboard"), announce=lambda url: print(f"dashboard ready on {url}", flush=True))
     return 0

@@ -12,6 +12,7 @@ REQUIRED: dict[str, dict[str, str]] = {
     "operator": {"control_key": "signs manual kill and release states"},
     "sink": {},
     "notifier": {"control_key": "verifies the control states it tells people about"},
+    "dashboard": {"control_key": "verifies the control states it shows, signs the operator's kill and release"},
 }
 
 

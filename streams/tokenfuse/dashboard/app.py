@@ -77,7 +77,7 @@ def create_app(dashboard: Dashboard) -> Starlette:
                                                q.get("range"), q.get("from"), q.get("to")),
             "history": lambda: dashboard.views.history(q.get("scope", "global"), q.get("metric", "cost_micro_usd"),
                                                        q.get("range"), q.get("from"), q.get("to")),
-            "config": lambda: {"operator": dashboard.token is not None, "verifying": dashboard.views.live.verifying},
+            "config": lambda: {"operator": dashboard.token is not None},
         }
         if view not in calls:
             return JSONResponse({"error": f"no API {view!r}"}, 404, headers=SECURITY_HEADERS)

@@ -4,7 +4,7 @@ Each source is followed by a thread of its own; every change calls `on_change(so
 thread (the server sets it to the hub's), and the hub pushes the pages' live parts on at once (no
 query, no polling). Control
 states are verified with the control key like a runtime does: unsigned or forged ones are never
-shown (without TOKENFUSE_CONTROL_KEY nothing can be verified, so no state is shown).
+shown (the dashboard role requires TOKENFUSE_CONTROL_KEY, config/roles.py).
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ class LiveState:
                          - set(admin_client(settings).list_topics(timeout=10).topics))
         if missing:
             raise ConfigError(f"topic(s) {', '.join(missing)} do not exist (run `tokenfuse topics create`)")
-        keys = {settings.control_key_id: settings.control_key.get_secret_value().encode()} if settings.control_key else {}
-        self.verifying = bool(keys)
+        keys = {settings.control_key_id: settings.control_key.get_secret_value().encode()}
         self.control = CompactedTopicFollower(settings, settings.topic("control"),
                                               lambda data: decode_verified(data, keys),
                                               on_change=lambda *_: self.on_change("control"))

@@ -43,8 +43,7 @@ class Views:
     # --- Now -------------------------------------------------------------------------------
 
     def now_live(self) -> dict[str, Any]:
-        return {"restricted": self.live.restricted(), "alerts": self.live.alerts.latest(limit=50),
-                "verifying": self.live.verifying}
+        return {"restricted": self.live.restricted(), "alerts": self.live.alerts.latest(limit=50)}
 
     def now_spend(self) -> dict[str, Any]:
         """Orgs and teams: today's cost and their budgets' use; other budgets below them."""
@@ -64,8 +63,7 @@ class Views:
     # --- Scope -----------------------------------------------------------------------------
 
     def scope_live(self, scope: str) -> dict[str, Any]:
-        return {"state": self.live.state(scope), "alerts": self.live.alerts.latest(scope, limit=20),
-                "verifying": self.live.verifying}
+        return {"state": self.live.state(scope), "alerts": self.live.alerts.latest(scope, limit=20)}
 
     def scope_budgets(self, scope: str) -> list[dict[str, Any]]:
         """The budgets that apply to `scope` (by value or pattern), retargeted to it."""

@@ -52,7 +52,6 @@ function alertItem(alert, isNew) {
 
 function renderLive(data) {
   if (data.error) { TF.banner("Live state unavailable: " + data.error); return; }
-  if (!data.verifying) TF.banner("TOKENFUSE_CONTROL_KEY is not set here: control states cannot be verified, so none is shown.");
   const restricted = data.restricted.map((s) => TF.el("tr", {class: "state-" + s.state, "data-scope": s.scope, "data-state": s.state},
     TF.el("td", {}, TF.scopeLink(s.scope)),
     TF.el("td", {}, TF.el("span", {class: "badge " + s.state, text: s.state})),
