@@ -8,6 +8,7 @@ import stat
 import pytest
 
 from tokenfuse.config import Settings
+from tokenfuse.config.roles import require
 from tokenfuse.dashboard.security import load_token, post_problem, token_path
 from tokenfuse.errors import ConfigError
 
@@ -57,3 +58,9 @@ def test_posts_without_operator_mode_token_or_own_origin_are_refused(headers, to
 def test_a_post_with_the_token_from_the_dashboards_own_page_passes():
     assert post_problem({**HOST, "x-tokenfuse-token": TOKEN, "origin": "http://127.0.0.1:6068"}, TOKEN) is None
     assert post_problem({**HOST, "x-tokenfuse-token": TOKEN}, TOKEN) is None  # curl sends no Origin
+
+
+def test_the_dashboard_does_not_start_without_the_key_that_verifies_what_it_shows():
+    with pytest.raises(ConfigError, match="TOKENFUSE_CONTROL_KEY: required by the dashboard"):
+        require(Settings(), "dashboard")
+    assert require(Settings(control_key="k" * 32), "dashboard").control_key is not None
