@@ -66,7 +66,7 @@ class DashboardStack:
 
     @property
     def url(self) -> str:
-        return self.roles[-1].ready_line.split(" on ", 1)[1].strip()
+        return self.roles[-1].ready_message.split(" on ", 1)[1].strip()
 
     def __exit__(self, *exc: object) -> None:
         for role in reversed(self.roles):

@@ -161,7 +161,7 @@ def main() -> None:
         with RoleProcess("sink", settings, folder / "sink.log"), \
                 RoleProcess("worker", settings, folder / "worker.log"), \
                 RoleProcess("dashboard", settings, folder / "dashboard.log") as dashboard:
-            url = dashboard.ready_line.split(" on ", 1)[1].strip().rstrip("/")
+            url = dashboard.ready_message.split(" on ", 1)[1].strip().rstrip("/")
             page_times(settings, url)
             change_latency(settings, url, args.events)
     finally:

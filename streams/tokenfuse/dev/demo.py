@@ -172,7 +172,7 @@ def run_demo(keep_up: bool = True) -> int:
             with RoleProcess("sink", settings, data_dir / "sink.log"), \
                     RoleProcess("worker", settings, data_dir / "worker.log"), \
                     RoleProcess("dashboard", settings, data_dir / "dashboard.log") as dashboard:
-                url = dashboard.ready_line.split(" on ", 1)[1].strip()
+                url = dashboard.ready_message.split(" on ", 1)[1].strip()
                 say(f"· dashboard: {url}  (live: open it now to watch)")
                 say(f"· four agents at work: {', '.join(AGENTS)}")
                 calls = simulate(settings, tag)

@@ -55,9 +55,9 @@ class RoleProcess:
         return self
 
     @property
-    def ready_line(self) -> str:
-        """The line the role logged when it got ready (the dashboard's holds its URL)."""
-        return next(line for line in self._new_log().splitlines() if READY_LINES[self.role] in line)
+    def ready_message(self) -> str:
+        """The whole line the role logged when it got ready (the dashboard's holds its URL)."""
+        return next(line for line in self._new_log().splitlines() if self.ready_line in line)
 
     def _new_log(self) -> str:
         with open(self.log_path, "rb") as f:
