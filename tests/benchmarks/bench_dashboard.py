@@ -189,7 +189,8 @@ def change_latency(settings: Settings, url: str, events: int) -> None:
     sent: dict[str, float] = {}
     for i in range(events):
         scope = f"agent:latency-{i}"
-        producer.send(usage_event(scope.split(":")[1], AGENT_LIMIT + 1000, team="latency"))
+        # Each crosses by more than the one before: the Now page lists a budget's 10 biggest values.
+        producer.send(usage_event(scope.split(":")[1], AGENT_LIMIT + 1000 * (i + 1), team="latency"))
         producer.flush()
         sent[scope] = time.monotonic()
         wait_until(lambda: scope in watch.blocked and scope in watch.spent and scope in followed, 30, interval=0.01)
