@@ -41,7 +41,7 @@ def test_a_short_token_is_refused(tmp_path):
 
 
 TOKEN = "t" * 40
-HOST = {"host": "127.0.0.1:6068"}
+HOST = {"host": "127.0.0.1:6069"}
 
 
 @pytest.mark.parametrize("headers, token, problem", [
@@ -49,14 +49,14 @@ HOST = {"host": "127.0.0.1:6068"}
     (HOST, TOKEN, "missing or wrong operator token"),
     ({**HOST, "x-tokenfuse-token": TOKEN[:-1]}, TOKEN, "missing or wrong operator token"),
     ({**HOST, "x-tokenfuse-token": TOKEN, "origin": "http://evil.example"}, TOKEN, "cross-origin"),
-    ({**HOST, "x-tokenfuse-token": TOKEN, "origin": "http://localhost:6068"}, TOKEN, "cross-origin"),
+    ({**HOST, "x-tokenfuse-token": TOKEN, "origin": "http://localhost:6069"}, TOKEN, "cross-origin"),
 ])
 def test_posts_without_operator_mode_token_or_own_origin_are_refused(headers, token, problem):
     assert problem in post_problem(headers, token)
 
 
 def test_a_post_with_the_token_from_the_dashboards_own_page_passes():
-    assert post_problem({**HOST, "x-tokenfuse-token": TOKEN, "origin": "http://127.0.0.1:6068"}, TOKEN) is None
+    assert post_problem({**HOST, "x-tokenfuse-token": TOKEN, "origin": "http://127.0.0.1:6069"}, TOKEN) is None
     assert post_problem({**HOST, "x-tokenfuse-token": TOKEN}, TOKEN) is None  # curl sends no Origin
 
 

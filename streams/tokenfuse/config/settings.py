@@ -53,7 +53,7 @@ class Settings(BaseModel):
     sink_batch_rows: int = Field(5000, ge=1, description="The sink inserts when this many records wait...")
     sink_batch_seconds: float = Field(1.0, gt=0, description="...or when the oldest waited this long.")
     history_retention_days: int = Field(400, ge=1, le=36500, description="Raw usage events are kept this long.")
-    dashboard_port: int = Field(6068, ge=0, le=65535, description="The dashboard's port on 127.0.0.1; 0 = any "
+    dashboard_port: int = Field(6069, ge=0, le=65535, description="The dashboard's port on 127.0.0.1; 0 = any "
                                 "free port (the dashboard prints its URL).")
     dashboard_refresh_seconds: float = Field(1.0, ge=0.2, le=60, description="How often the dashboard re-reads "
                                              "spend from the rollups while a page is open.")

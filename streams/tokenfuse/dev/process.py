@@ -1,5 +1,5 @@
-"""Start tokenfuse process roles (`tokenfuse worker`, `sink`, `notify`, `dashboard`) as child processes and
-wait until they are ready: used by the demo and by the end-to-end tests."""
+"""Start tokenfuse process roles (`tokenfuse worker`, `sink`, `notify`, `dashboard`) as child
+processes and wait until they are ready: used by the demo and by the end-to-end tests."""
 
 from __future__ import annotations
 
