@@ -178,3 +178,19 @@ def test_the_now_stream_starts_with_the_live_and_spend_parts(stack):
             events.append(line.split(":", 1)[1].strip())
     connection.close()
     assert events == ["live", "spend"]
+
+
+def test_metrics_count_the_open_streams_and_what_was_pushed(stack):
+    host, port = stack.url.split("//")[1].strip("/").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("GET", "/events/now")
+    response = connection.getresponse()
+    while not response.readline().startswith(b"event:"):
+        pass
+    status, body = request(stack, "/metrics")
+    connection.close()
+    assert status == 200
+    values = {line.split()[0]: float(line.split()[1]) for line in body.decode().splitlines()
+              if line.startswith("tokenfuse_dashboard_")}
+    assert values["tokenfuse_dashboard_streams"] >= 1 and values["tokenfuse_dashboard_channels"] >= 1
+    assert "tokenfuse_dashboard_pushes_total" in values and "tokenfuse_dashboard_errors_total" in values

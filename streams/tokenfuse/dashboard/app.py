@@ -1,5 +1,5 @@
-"""The dashboard's web app (Starlette): four pages, their JSON APIs, one SSE stream per page, and
-the operator's kill/release.
+"""The dashboard's web app (Starlette): four pages, their JSON APIs, one SSE stream per page, the
+operator's kill/release, and /metrics.
 
 Pages are static HTML shells (static/pages/*.html inside static/layout.html) whose scripts fetch
 the JSON and open the page's stream; nothing is built at run time and nothing is loaded from
@@ -25,10 +25,11 @@ from starlette.staticfiles import StaticFiles
 
 from tokenfuse.config import Settings
 from tokenfuse.control.manual import publish_manual_state
-from tokenfuse.dashboard.hub import Channel, Hub
+from tokenfuse.dashboard.hub import METRICS_GAUGES, METRICS_HELP, Channel, Hub
 from tokenfuse.dashboard.security import ALLOWED_HOSTS, post_problem
 from tokenfuse.dashboard.views import Views, concrete_scope
 from tokenfuse.errors import TokenfuseError
+from tokenfuse.observability.metrics import render
 
 STATIC = Path(__file__).parent / "static"
 PAGES = {"/": ("now", "Now"), "/scope": ("scope", "Scope"), "/top": ("top", "Top spenders"),
@@ -122,6 +123,10 @@ def create_app(dashboard: Dashboard) -> Starlette:
             return JSONResponse({"error": str(exc)}, 400, headers=SECURITY_HEADERS)
         return JSONResponse({"published": record}, headers=SECURITY_HEADERS)
 
+    async def metrics(_request: Request) -> Response:
+        body, content_type = render(dashboard.hub.metrics(), "tokenfuse_dashboard", METRICS_GAUGES, METRICS_HELP)
+        return Response(body, headers={**SECURITY_HEADERS, "Content-Type": content_type})
+
     async def health(_request: Request) -> Response:
         return JSONResponse({"ok": True, "channels": len(dashboard.hub.queues)}, headers=SECURITY_HEADERS)
 
@@ -139,6 +144,7 @@ def create_app(dashboard: Dashboard) -> Starlette:
         Route("/events/{page}", events),
         Route("/control", control, methods=["POST"]),
         Route("/health", health),
+        Route("/metrics", metrics),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, lifespan=lifespan,

@@ -50,6 +50,17 @@ class Sources:
     usage_marks: Callable[[], Any]  # changes whenever usage arrives (the usage topic's end offsets)
 
 
+# The hub's counters and gauges, served on the dashboard's /metrics (docs/metrics.md).
+METRICS_HELP = {
+    "pushes": "page parts sent to open pages",
+    "spend_refreshes": "rounds of spend queries for the open pages",
+    "errors": "page parts that failed to compute (the page shows the error)",
+    "streams": "open page streams",
+    "channels": "distinct pages open (each computed once)",
+}
+METRICS_GAUGES = ("streams", "channels")
+
+
 class TooManyChannels(TokenfuseError):
     """More distinct pages are open than the dashboard serves at once."""
 
@@ -63,6 +74,10 @@ class Hub:
         self._live_due = asyncio.Event()
         self._spend_due = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self.counters = {"pushes": 0, "spend_refreshes": 0, "errors": 0}
+
+    def metrics(self) -> dict[str, int]:
+        return {**self.counters, "streams": sum(len(q) for q in self.queues.values()), "channels": len(self.queues)}
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -106,8 +121,10 @@ class Hub:
         try:
             data = await asyncio.to_thread(compute, channel) if part == "spend" else compute(channel)
         except (TokenfuseError, OSError) as exc:  # OSError: the sink's endpoint went away
+            self.counters["errors"] += 1
             data = {"error": str(exc) or type(exc).__name__}
         except Exception:  # a bug: logged with its traceback; the page stays connected and says so
+            self.counters["errors"] += 1
             log.exception("computing the %s part of %s failed", part, channel)
             data = {"error": "internal error (see the dashboard's log)"}
         text = json.dumps(data, default=str)
@@ -123,6 +140,7 @@ class Hub:
             if queue.full():  # a slow page: only the newest state matters
                 queue.get_nowait()
             queue.put_nowait({"event": part, "data": text})
+            self.counters["pushes"] += 1
 
     async def _live_loop(self) -> None:
         while True:
@@ -152,5 +170,6 @@ class Hub:
                 marks, last_change = now_marks, now
             if budgets_changed or now - last_change <= ACTIVE_SECONDS or now - last_refresh >= IDLE_SECONDS:
                 last_refresh = now
+                self.counters["spend_refreshes"] += 1
                 for channel in list(self.queues):
                     await self._publish(channel, "spend", self.sources.spend)
