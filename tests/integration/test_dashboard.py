@@ -17,8 +17,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from tests.dashboard_helpers import ARTIFACTS, DashboardStack, chromium, screenshot, seed_day, wait_for
-from tests.helpers import UsageProducer, free_port, usage_event
-from tokenfuse.config import Settings
+from tests.helpers import UsageProducer, unique_settings, usage_event
 from tokenfuse.dashboard.security import token_path
 from tokenfuse.kafka.topics import create_topics, delete_topics
 
@@ -26,11 +25,8 @@ from tokenfuse.kafka.topics import create_topics, delete_topics
 @pytest.fixture(scope="module")
 def stack(broker, tmp_path_factory):
     """One stack for the module (starting a worker costs seconds): operator mode on, a seeded day."""
-    tag = uuid.uuid4().hex[:10]
     folder = tmp_path_factory.mktemp("dashboard")
-    settings = Settings(bootstrap_servers=broker, topic_prefix=f"test-{tag}", app_id=f"test-{tag}-worker",
-                        partitions=2, data_dir=folder / "data", control_key="test-control-key-" + tag, web_port=0,
-                        sink_port=free_port(), dashboard_port=0, dashboard_operator=True)
+    settings = unique_settings(broker, folder).model_copy(update={"dashboard_port": 0, "dashboard_operator": True})
     create_topics(settings)
     try:
         with DashboardStack(settings, folder) as running:
