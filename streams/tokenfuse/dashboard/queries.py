@@ -35,7 +35,7 @@ CONTROL_CHANGES_SQL = (
     "SELECT toUnixTimestamp64Milli(issued_at) AS issued_at, state, reason, budget_id, spent, `limit`, "
     "toUnixTimestamp64Milli(until) AS until FROM control_changes WHERE scope = {scope:String} AND signed "
     "ORDER BY issued_at DESC, kafka_offset DESC LIMIT {limit:UInt32}")
-AGENTS_SQL = (  # agents_by_hour (deploy/clickhouse/009): org and team scopes only
+AGENTS_SQL = (  # agents_by_hour (deploy/clickhouse/011): org and team scopes only
     "SELECT agent AS name, sum(cost_micro_usd) AS micro_usd, sum(input_tokens + output_tokens) AS tokens, "
     "sum(events) AS calls FROM agents_by_hour WHERE scope = {scope:String} AND " + IN_PERIOD + " "
     "GROUP BY name ORDER BY micro_usd DESC, name LIMIT {limit:UInt32}")

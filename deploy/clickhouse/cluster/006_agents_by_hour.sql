@@ -1,4 +1,4 @@
--- Cluster variant of ../009_agents_by_hour.sql: see README.md in this folder.
+-- Cluster variant of ../011_agents_by_hour.sql: see README.md in this folder.
 
 CREATE TABLE IF NOT EXISTS agents_by_hour_local ON CLUSTER '{cluster}'
 (
