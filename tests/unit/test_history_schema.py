@@ -14,7 +14,7 @@ from tokenfuse.history.migrate import migrate, migration_files, statements
 from tokenfuse.resources import resource_path
 
 TABLES = {"usage_events", "alerts", "control_changes", "budgets_history",
-          "usage_by_minute", "usage_by_hour", "usage_by_day", "alert_acks"}
+          "usage_by_minute", "usage_by_hour", "usage_by_day", "alert_acks", "agents_by_hour"}
 
 
 def tables(h: History) -> dict[str, str]:
@@ -79,7 +79,7 @@ def test_cluster_variant_parses_and_mirrors_every_table(history):
             created.update(re.findall(r"CREATE (?:TABLE|MATERIALIZED VIEW) IF NOT EXISTS (\w+)", formatted))
     for table in TABLES:
         assert {table, f"{table}_local"} <= created
-    assert {"usage_by_minute_mv", "usage_by_hour_mv", "usage_by_day_mv"} <= created
+    assert {"usage_by_minute_mv", "usage_by_hour_mv", "usage_by_day_mv", "agents_by_hour_mv"} <= created
 
 
 def test_cluster_local_tables_have_the_single_node_columns(history):

@@ -14,7 +14,8 @@ import sys
 from tokenfuse.errors import TokenfuseError
 
 # Modules under tokenfuse.cli that add subcommands, in --help order.
-COMMANDS = ["demo", "topics", "worker", "sink", "notify", "control", "budgets", "alerts", "sql", "db", "report"]
+COMMANDS = ["demo", "topics", "worker", "sink", "notify", "dashboard", "control", "budgets", "alerts", "sql", "db",
+            "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ REQUIRED: dict[str, dict[str, str]] = {
     "budget operator": {"budget_keys": "signs the budgets it publishes"},
     "sink": {},
     "notifier": {"control_key": "verifies the control states it tells people about"},
+    "dashboard": {"control_key": "verifies the control states it shows, signs the operator's kill and release"},
 }
 
 

@@ -58,6 +58,13 @@ class Settings(BaseModel):
     sink_batch_rows: int = Field(5000, ge=1, description="The sink inserts when this many records wait...")
     sink_batch_seconds: float = Field(1.0, gt=0, description="...or when the oldest waited this long.")
     history_retention_days: int = Field(400, ge=1, le=36500, description="Raw usage events are kept this long.")
+    dashboard_port: int = Field(6069, ge=0, le=65535, description="The dashboard's port on 127.0.0.1; 0 = any "
+                                "free port (the dashboard prints its URL).")
+    dashboard_refresh_seconds: float = Field(1.0, ge=0.2, le=60, description="How often the dashboard re-reads "
+                                             "spend from the rollups while a page is open.")
+    dashboard_operator: bool = Field(False, description="Show kill/release buttons on the dashboard (token required).")
+    dashboard_token_file: Path | None = Field(
+        None, description="The operator token (a 0600 file, created if missing); unset = <data_dir>/dashboard.token.")
     control_key: SecretStr | None = Field(
         None, description=f"HMAC key that signs control states; at least {CONTROL_KEY_MIN_BYTES} bytes.")
     control_key_id: str = Field("default", description="Name of the signing key, for rotation.")

@@ -1,8 +1,10 @@
 """`tokenfuse demo`: the whole pipeline on one machine, end to end, and cleaned up after.
 
-Starts (or reuses) the local Kafka broker, the ClickHouse sink on embedded chDB and the worker,
-applies a per-agent budget, runs four simulated agents of which one runs away, shows the runaway
-blocked by its own `check()` while the others go on, and ends with a SQL report from ClickHouse.
+Starts (or reuses) the local Kafka broker, the ClickHouse sink on embedded chDB, the worker and
+the dashboard, applies a per-agent and a per-team budget, runs four simulated agents of which one
+runs away, shows the runaway blocked by its own `check()` while the others go on, and ends with a
+SQL report from ClickHouse. Then the stack stays up for a look at the dashboard until Ctrl-C
+(`keep_up=False`, `tokenfuse demo --exit`: stop at once).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +31,7 @@ from tokenfuse.kafka.topics import create_topics, delete_topics, ensure_broker
 
 AGENTS = {"researcher": 400, "writer": 300, "reviewer": 200, "runaway-loop": 4000}  # tokens per call
 LIMIT = 20_000  # tokens per agent per hour
+TEAM_LIMIT_MICRO_USD = 100_000  # $0.10 per team per day: the dashboard shows it filling up
 REPORT_SQL = ("SELECT agent, count() AS calls, sum(input_tokens + output_tokens) AS tokens, "
               "round(sum(cost_micro_usd) / 1e6, 4) AS usd FROM usage_events GROUP BY agent ORDER BY tokens DESC")
 
@@ -119,25 +124,57 @@ def simulate(settings: Settings, tag: str) -> int:
     return recorded
 
 
-def run_demo() -> int:
+def dashboard_port(preferred: int) -> int:
+    """The configured dashboard port when free (a stable URL), else 0: any free port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return 0
+
+
+def demo_budgets(now_ms: int) -> list[dict]:
+    agent = {"id": "per-agent-hourly", "scope": "agent:*", "metric": "total_tokens", "window": "1h",
+             "timezone": "UTC", "limit": LIMIT, "description": "demo",
+             "thresholds": [{"percent": 50, "action": "alert"}, {"percent": 100, "action": "block"}],
+             "updated_at": now_ms}
+    team = {"id": "per-team-daily", "scope": "team:*", "metric": "cost_micro_usd", "window": "day",
+            "timezone": "UTC", "limit": TEAM_LIMIT_MICRO_USD, "description": "demo",
+            "thresholds": [{"percent": 80, "action": "alert"}], "updated_at": now_ms}
+    return [agent, team]
+
+
+def wait_for_interrupt() -> None:
+    """Until Ctrl-C (or SIGTERM): the demo's stack stays up meanwhile."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("\nstopping...")
+
+
+def run_demo(keep_up: bool = True) -> int:
     tag = uuid.uuid4().hex[:6]
     data_dir = Path(".tokenfuse") / f"demo-{tag}"
     settings = Settings.from_env(topic_prefix=f"demo-{tag}", app_id=f"demo-{tag}", data_dir=data_dir,
                                  control_key=secrets.token_hex(32), budget_keys=f"demo:{secrets.token_hex(32)}",
                                  partitions=2, web_port=0)
+    settings = settings.model_copy(update={"dashboard_port": dashboard_port(settings.dashboard_port)})
     say(f"tokenfuse demo — state in {data_dir}")
     with LocalBroker(settings):
         create_topics(settings)
         try:
-            budget = {"id": "per-agent-hourly", "scope": "agent:*", "metric": "total_tokens", "window": "1h",
-                      "timezone": "UTC", "limit": LIMIT, "description": "demo",
-                      "thresholds": [{"percent": 50, "action": "alert"}, {"percent": 100, "action": "block"}],
-                      "updated_at": int(time.time() * 1000)}
-            publish(settings, [budget], [])
-            say(f"· budget: every agent may use {LIMIT:,} tokens per hour (alert at 50%, block at 100%)")
-            say("· starting the ClickHouse sink (embedded chDB) and the worker...")
+            publish(settings, demo_budgets(int(time.time() * 1000)), [])
+            say(f"· budgets: every agent may use {LIMIT:,} tokens per hour (alert at 50%, block at 100%); "
+                f"every team ${TEAM_LIMIT_MICRO_USD / 1e6:.2f} per day (alert at 80%)")
+            say("· starting the ClickHouse sink (embedded chDB), the worker and the dashboard...")
             with RoleProcess("sink", settings, data_dir / "sink.log"), \
-                    RoleProcess("worker", settings, data_dir / "worker.log"):
+                    RoleProcess("worker", settings, data_dir / "worker.log"), \
+                    RoleProcess("dashboard", settings, data_dir / "dashboard.log") as dashboard:
+                url = dashboard.ready_message.split(" on ", 1)[1].strip()
+                say(f"· dashboard: {url}  (live: open it now to watch)")
                 say(f"· four agents at work: {', '.join(AGENTS)}")
                 calls = simulate(settings, tag)
                 say(f"· {calls} calls recorded; waiting for ClickHouse to hold them all...")
@@ -147,7 +184,11 @@ def run_demo() -> int:
                         raise TokenfuseError("the sink did not store every event within 60 s")
                     time.sleep(0.5)
                 say("\nSpend per agent (ClickHouse):\n" + sql(settings, REPORT_SQL))
+                say("demo done: the runaway was blocked by its own runtime, the others went on.")
+                if keep_up:
+                    say(f"\nThe stack stays up: look at {url} (Now: the block and the budgets; click a scope "
+                        "for its chart). Ctrl-C stops it.")
+                    wait_for_interrupt()
         finally:
             delete_topics(settings)
-    say("demo done: the runaway was blocked by its own runtime, the others went on.")
     return 0

@@ -1,5 +1,5 @@
-"""Start tokenfuse process roles (`tokenfuse worker`, `sink`, `notify`) as child processes and
-wait until they are ready: used by the demo and by the end-to-end tests."""
+"""Start tokenfuse process roles (`tokenfuse worker`, `sink`, `notify`, `dashboard`) as child
+processes and wait until they are ready: used by the demo and by the end-to-end tests."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tokenfuse.errors import TokenfuseError
 from tokenfuse.worker.readiness import READY_LINE
 
 # The line each role logs once it is ready: the worker once it enforces (worker/readiness.py).
-READY_LINES = {"worker": READY_LINE, "sink": "sink ready", "notify": "notify ready"}
+READY_LINES = {"worker": READY_LINE, "sink": "sink ready", "notify": "notify ready", "dashboard": "dashboard ready"}
 # The line Faust logs once a worker's agents run (before they have caught up): benchmarks time from it.
 FAUST_STARTED_LINE = "[^Worker]: Ready"
 
@@ -53,6 +53,11 @@ class RoleProcess:
                 raise TokenfuseError(f"{self.role} not ready within {timeout:.0f}s:\n{self.tail()}")
             time.sleep(0.1)
         return self
+
+    @property
+    def ready_message(self) -> str:
+        """The whole line the role logged when it got ready (the dashboard's holds its URL)."""
+        return next(line for line in self._new_log().splitlines() if self.ready_line in line)
 
     def _new_log(self) -> str:
         with open(self.log_path, "rb") as f:

@@ -13,6 +13,7 @@ read-only endpoint, or a History opened in this process.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,7 +38,7 @@ METRICS = {
 _TOTALS = ("sum(events) AS calls, sum(input_tokens) AS input, sum(output_tokens) AS output, "
            "sum(cached_tokens) AS cached, sum(cost_micro_usd) AS micro_usd, round(micro_usd / 1e6, 6) AS usd")
 RUN_SCOPE = "concat('run:', assumeNotNull(run))"
-_IN_PERIOD = "bucket >= toDateTime({start_s:Int64}, 'UTC') AND bucket < toDateTime({end_s:Int64}, 'UTC')"
+IN_PERIOD = "bucket >= toDateTime({start_s:Int64}, 'UTC') AND bucket < toDateTime({end_s:Int64}, 'UTC')"
 
 
 class ReportError(TokenfuseError):
@@ -67,11 +68,14 @@ class Period:
             raise ReportError("the period is empty: its start is not before its end")
         return cls(start_ms, end_ms)
 
-    def rollup(self) -> tuple[str, dict[str, int]]:
+    def rollup(self, grain: int | None = None) -> tuple[str, dict[str, int]]:
         """The rollup table and bound period covering this period: the coarsest grain both ends
-        align to; beyond two days at least hours (minute rollups are kept 35 days)."""
+        align to (or the `grain` asked for: MINUTE, HOUR or DAY); beyond two days at least hours
+        (minute rollups are kept 35 days)."""
         long = self.end_ms - self.start_ms > 2 * DAY
         grains = ((DAY, "usage_by_day"), (HOUR, "usage_by_hour")) + (() if long else ((MINUTE, "usage_by_minute"),))
+        if grain is not None:
+            grains = tuple(g for g in grains if g[0] >= grain)[-1:] or grains[-1:]
         for grain, table in grains:
             if self.start_ms % grain == 0 and self.end_ms % grain == 0:
                 break
@@ -81,13 +85,12 @@ class Period:
         end = -(-self.end_ms // grain) * grain
         return table, {"start_s": start // 1000, "end_s": end // 1000}
 
-
-    def source(self, scope: str | None) -> tuple[str, dict[str, int]]:
+    def source(self, scope: str | None, grain: int | None = None) -> tuple[str, dict[str, int]]:
         """What to read `scope` from over this period: a rollup, or for runs (short-lived and
         countless, so not rolled up) the raw events shaped like a rollup."""
         if scope is None or scope.partition(":")[0] != "run":
-            return self.rollup()
-        _, params = self.rollup()
+            return self.rollup(grain)
+        _, params = self.rollup(grain)
         return (f"(SELECT {RUN_SCOPE} AS scope, toStartOfMinute(event_time) AS bucket, provider, model, "
                 "1 AS events, input_tokens, output_tokens, cached_tokens, cost_micro_usd FROM usage_events "
                 "WHERE ifNull(run, '') != '' AND event_time >= fromUnixTimestamp64Milli({start_ms:Int64}, 'UTC') "
@@ -129,7 +132,7 @@ def spend(run: Runner, period: Period, scope: str | None, every: str | None = No
     bucket = {"hour": "toStartOfHour(bucket) AS time, ", "day": "toStartOfDay(bucket) AS time, ", None: ""}[every]
     group = "time, scope" if every else "scope"
     order = "time, micro_usd DESC" if every else "micro_usd DESC"
-    return run(f"SELECT {bucket}scope, {_TOTALS} FROM {table} WHERE {where} AND {_IN_PERIOD} "
+    return run(f"SELECT {bucket}scope, {_TOTALS} FROM {table} WHERE {where} AND {IN_PERIOD} "
                f"GROUP BY {group} ORDER BY {order}, scope", {**params, **scope_params})
 
 
@@ -142,7 +145,7 @@ def top(run: Runner, period: Period, kind: str = "agent", metric: str = "cost_mi
         raise ReportError(f"--kind must be one of {', '.join(k for k in KINDS if k != 'global')}")
     table, params = period.source(kind)
     return run(f"SELECT scope, {METRICS[metric]} AS amount, {_TOTALS} FROM {table} "
-               f"WHERE startsWith(scope, {{prefix:String}}) AND {_IN_PERIOD} GROUP BY scope "
+               f"WHERE startsWith(scope, {{prefix:String}}) AND {IN_PERIOD} GROUP BY scope "
                f"ORDER BY amount DESC, scope LIMIT {{limit:UInt32}}",
                {**params, "prefix": f"{kind}:", "limit": limit})
 
@@ -151,7 +154,7 @@ def models(run: Runner, period: Period, scope: str | None = None) -> dict[str, A
     """Spend per provider and model, over everything or within one scope."""
     table, params = period.source(scope)
     where, scope_params = scope_filter(scope or "global")
-    return run(f"SELECT provider, model, {_TOTALS} FROM {table} WHERE {where} AND {_IN_PERIOD} "
+    return run(f"SELECT provider, model, {_TOTALS} FROM {table} WHERE {where} AND {IN_PERIOD} "
                f"GROUP BY provider, model ORDER BY micro_usd DESC, provider, model", {**params, **scope_params})
 
 
@@ -165,35 +168,82 @@ def alerts(run: Runner, period: Period, scope: str | None = None, limit: int = 1
                {**params, "start": period.start_ms, "end": period.end_ms, "limit": limit})
 
 
+def latest_budgets(run: Runner) -> list[dict[str, Any]]:
+    """Every current budget as the history holds it (the latest version of each, tombstones out)."""
+    rows = run("SELECT budget_id, deleted, scope, metric, window, timezone, `limit` FROM budgets_history "
+               "ORDER BY budget_id, kafka_offset DESC LIMIT 1 BY budget_id", {})["rows"]
+    return [{"id": budget_id, "scope": scope, "metric": metric, "window": window, "timezone": tz, "limit": int(limit)}
+            for budget_id, deleted, scope, metric, window, tz, limit in rows if not deleted]
+
+
+@dataclass(frozen=True)
+class BudgetUse:
+    """One budget's spend for one scope value in the window holding a moment."""
+
+    budget_id: str
+    scope: str
+    metric: str
+    window: str
+    window_start: int  # epoch ms
+    window_end: int
+    spent: int
+    limit: int
+
+    @property
+    def percent(self) -> float | None:
+        return round(100 * self.spent / self.limit, 1) if self.limit else None
+
+
+def union_all(parts: list[tuple[str, dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
+    """One query made of several (one round trip to the sink instead of many): part i's bound
+    parameters are renamed `{name_i:Type}`, each part is parenthesised (it may ORDER and LIMIT)."""
+    sqls, parameters = [], {}
+    for i, (sql, params) in enumerate(parts):
+        sqls.append("(" + re.sub(r"\{(\w+):", lambda m: f"{{{m.group(1)}_{i}:", sql) + ")")
+        parameters.update({f"{name}_{i}": value for name, value in params.items()})
+    return " UNION ALL ".join(sqls), parameters
+
+
+def budget_use(run: Runner, budgets: list[dict[str, Any]], at_ms: int, per_budget: int = 10) -> list[BudgetUse]:
+    """Spend against limit of `budgets` (Budget records: id, scope, metric, window, timezone, limit)
+    in the window holding `at_ms`, in one query; a `*` budget gives its `per_budget` biggest scope
+    values. Windows come from tokenfuse.usage.windows, widened to whole minutes (rolling windows
+    too). Sorted by % used, highest first."""
+    budgets = [b for b in budgets if b["metric"] in METRICS]
+    parts, windows = [], []
+    for n, budget in enumerate(budgets):
+        start, end = parse_window(budget["window"], budget.get("timezone") or "UTC").bounds(at_ms)
+        table, params = Period(start, end).source(budget["scope"])
+        where, scope_params = scope_filter(budget["scope"])
+        parts.append((f"SELECT {n} AS n, scope, {METRICS[budget['metric']]} AS spent FROM {table} "
+                      f"WHERE {where} AND {IN_PERIOD} GROUP BY scope ORDER BY spent DESC, scope LIMIT {{top:UInt32}}",
+                      {**params, **scope_params, "top": per_budget}))
+        windows.append((start, end))
+    spent: dict[int, list[tuple[str, int]]] = {n: [] for n in range(len(budgets))}
+    if parts:
+        for n, scope, amount in run(*union_all(parts))["rows"]:
+            spent[int(n)].append((scope, int(amount)))
+    out = []
+    for n, budget in enumerate(budgets):
+        values = spent[n] or ([] if budget["scope"].endswith("*") else [(budget["scope"], 0)])
+        out += [BudgetUse(budget["id"], scope, budget["metric"], budget["window"], *windows[n], amount,
+                          int(budget["limit"])) for scope, amount in values]
+    out.sort(key=lambda u: (-(u.percent or 0), u.budget_id, u.scope))
+    return out
+
+
 UTILISATION_COLUMNS = ["budget_id", "scope", "metric", "window", "window_start", "window_end", "spent", "limit",
                        "percent"]
 
 
 def utilisation(run: Runner, at_ms: int | None = None, per_budget: int = 10) -> dict[str, Any]:
-    """Spend against limit for every current budget in the window holding `at_ms` (default now).
-    A `*` budget lists its `per_budget` biggest scope values. Windows come from tokenfuse.usage.windows,
-    widened to whole minutes (rolling windows too)."""
+    """Spend against limit for every current budget (as the history holds them) in the window
+    holding `at_ms` (default now)."""
     at_ms = at_ms if at_ms is not None else int(time.time() * 1000)
-    budgets = run("SELECT budget_id, deleted, scope, metric, window, timezone, `limit` FROM budgets_history "
-                  "ORDER BY budget_id, kafka_offset DESC LIMIT 1 BY budget_id", {})["rows"]
-    out = []
-    for budget_id, deleted, scope, metric, window, tz, limit in budgets:
-        if deleted or metric not in METRICS:
-            continue
-        start, end = parse_window(window, tz).bounds(at_ms)
-        table, params = Period(start, end).source(scope)
-        where, scope_params = scope_filter(scope)
-        spent = run(f"SELECT scope, {METRICS[metric]} AS spent FROM {table} WHERE {where} AND {_IN_PERIOD} "
-                    f"GROUP BY scope ORDER BY spent DESC, scope LIMIT {{top:UInt32}}",
-                    {**params, **scope_params, "top": per_budget})["rows"]
-        if not spent and not scope.endswith("*"):
-            spent = [[scope, 0]]
-        for value, amount in spent:
-            amount = int(amount)
-            out.append([budget_id, value, metric, window, _iso(start), _iso(end), amount, int(limit),
-                        round(100 * amount / limit, 1) if limit else None])
-    out.sort(key=lambda r: (-(r[8] or 0), r[0], r[1]))
-    return {"columns": UTILISATION_COLUMNS, "rows": out}
+    uses = budget_use(run, latest_budgets(run), at_ms, per_budget)
+    return {"columns": UTILISATION_COLUMNS,
+            "rows": [[u.budget_id, u.scope, u.metric, u.window, _iso(u.window_start), _iso(u.window_end), u.spent,
+                      u.limit, u.percent] for u in uses]}
 
 
 def _iso(ms: int) -> str:

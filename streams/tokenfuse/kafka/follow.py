@@ -51,12 +51,16 @@ class CompactedTopicFollower:
     (rate-limited) and changes nothing. A tombstone removes its key unless `ignore_tombstones`
     (a tombstone cannot be signed). With `supersedes(new, old)`, a value replaces the held one only
     if it says so (a replayed older version does not). `client_config` adds to or overrides the
-    consumer's settings (e.g. the SDK's logger)."""
+    consumer's settings (e.g. the SDK's logger). `on_change(key, value)` is called from the
+    follower's thread after each change (value None = removed), for processes that push changes
+    on (the dashboard)."""
 
     def __init__(self, settings: Settings, topic: str, decode: Callable[[bytes], Any], *,
                  ignore_tombstones: bool = False, supersedes: Callable[[Any, Any], bool] | None = None,
-                 client_config: dict[str, Any] | None = None):
+                 client_config: dict[str, Any] | None = None,
+                 on_change: Callable[[str, Any], None] | None = None):
         self._decode = decode
+        self._on_change = on_change
         self._topic = topic
         self._ignore_tombstones = ignore_tombstones
         self._supersedes = supersedes
@@ -70,7 +74,7 @@ class CompactedTopicFollower:
         })
         meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
         self._partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-        self._ends = {p.partition: self._high_watermark(p) for p in self._partitions}
+        self._ends = {p.partition: watermarks(self._consumer, p)[1] for p in self._partitions}
         self._consumer.assign(self._partitions)
         self._values: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -81,17 +85,6 @@ class CompactedTopicFollower:
         self._check_caught_up({})
         self._thread = threading.Thread(target=self._run, name=f"follow-{topic}", daemon=True)
         self._thread.start()
-
-    def _high_watermark(self, tp: TopicPartition, timeout: float = 15.0) -> int:
-        # Right after a topic is created the broker may answer "not leader" for a moment.
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self._consumer.get_watermark_offsets(tp, timeout=timeout)[1]
-            except KafkaException as exc:
-                if exc.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -142,7 +135,6 @@ class CompactedTopicFollower:
             if not self._caught_up.is_set():
                 self._check_caught_up(positions)
 
-
     def _apply(self, key: str, raw: bytes | None) -> None:
         if raw is None:
             if self._ignore_tombstones:
@@ -153,6 +145,7 @@ class CompactedTopicFollower:
             with self._lock:
                 self._values.pop(key, None)
                 self.version += 1
+            self._changed(key, None)
             return
         try:
             value = self._decode(raw)
@@ -165,6 +158,24 @@ class CompactedTopicFollower:
                 return
             self._values[key] = value
             self.version += 1
+        self._changed(key, value)
+
+    def _changed(self, key: str, value: Any) -> None:
+        if self._on_change is not None:
+            self._on_change(key, value)
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 15.0) -> tuple[int, int]:
+    """(low, high) offsets of a partition. Right after a topic is created the broker may answer
+    "not leader" for a moment: retried until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
