@@ -15,7 +15,7 @@ from typing import Any, Callable
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from tokenfuse.config import Settings
-from tokenfuse.control.signing import decode_verified
+from tokenfuse.control.signing import decode_verified, newer
 from tokenfuse.dashboard.alerts import AlertFeed
 from tokenfuse.errors import BrokerUnavailable, ConfigError
 from tokenfuse.kafka.codec import codec
@@ -34,9 +34,10 @@ class LiveState:
                          - set(admin_client(settings).list_topics(timeout=10).topics))
         if missing:
             raise ConfigError(f"topic(s) {', '.join(missing)} do not exist (run `tokenfuse topics create`)")
-        keys = {settings.control_key_id: settings.control_key.get_secret_value().encode()}
+        verifier = settings.control_verifier()
         self.control = CompactedTopicFollower(settings, settings.topic("control"),
-                                              lambda data: decode_verified(data, keys),
+                                              lambda data: decode_verified(data, verifier),
+                                              ignore_tombstones=True, supersedes=newer,
                                               on_change=lambda *_: self.on_change("control"))
         self.budget_follower = CompactedTopicFollower(settings, settings.topic("budgets"), codec("Budget").decode,
                                                       on_change=lambda *_: self.on_change("budgets"))
@@ -56,7 +57,8 @@ class LiveState:
             raise BrokerUnavailable(f"reading the end offsets of the usage topic: {exc}") from None
 
     def budgets(self) -> list[dict[str, Any]]:
-        return sorted(self.budget_follower.snapshot().values(), key=lambda b: b["id"])
+        return sorted((b for b in self.budget_follower.snapshot().values() if not b.get("deleted")),
+                      key=lambda b: b["id"])
 
     def state(self, scope: str) -> dict[str, Any] | None:
         """The scope's latest verified control state, without its signature."""
