@@ -56,8 +56,8 @@ def test_a_control_state_written_by_java_binary_message_encoder_is_read_by_token
     state = {"scope": "agent:bot-1", "state": "block", "budget_id": {"string": "b"}, "reason": "over",
              "metric": None, "spent": {"long": 120}, "limit": {"long": 100}, "window_start": None,
              "until": {"long": 1_900_000_000_000}, "throttle_delay_ms": None, "issued_at": 5,
-             "key_id": "default", "signature": ""}
+             "version": 7, "source": "worker", "key_id": "default", "signature": ""}
     [encoded] = java(avro_jars, "encode", schema("ControlState"), json.dumps(state))
     decoded = codec("ControlState").decode(bytes.fromhex(encoded))
-    assert (decoded["scope"], decoded["state"], decoded["budget_id"], decoded["spent"], decoded["until"]) == (
-        "agent:bot-1", "block", "b", 120, 1_900_000_000_000)
+    assert (decoded["scope"], decoded["state"], decoded["budget_id"], decoded["spent"], decoded["until"],
+            decoded["version"]) == ("agent:bot-1", "block", "b", 120, 1_900_000_000_000, 7)
