@@ -70,7 +70,7 @@ def test_every_alert_and_block_is_delivered_once_signed(settings, receiver):
     blocked = next(r.body for r in receiver.got if r.body["event"] == "blocked")
     assert blocked["scope"] == "team:acme/search" and blocked["severity"] == "critical"
     assert blocked["summary"].startswith("Blocked team:acme/search: $12.30 of $10.00 (123%), budget b-team")
-    assert blocked["dashboard_url"] == "http://127.0.0.1:6070/scope/team%3Aacme%2Fsearch"
+    assert blocked["dashboard_url"] == "http://127.0.0.1:6070/scope?key=team%3Aacme%2Fsearch"
 
 
 def test_a_receiver_down_for_a_while_gets_everything_after_none_lost(settings):
@@ -130,7 +130,7 @@ def test_slack_gets_a_readable_message_and_email_a_digest(settings, receiver):
     [slack] = [r.body for r in receiver.got]
     assert slack["text"].startswith("Blocked team:acme/search: $12.30 of $10.00 (123%)")
     line = slack["blocks"][1]["text"]["text"]
-    assert "<http://127.0.0.1:6070/scope/team%3Aacme%2Fsearch|team:acme/search>" in line and "until" in line
+    assert "<http://127.0.0.1:6070/scope?key=team%3Aacme%2Fsearch|team:acme/search>" in line and "until" in line
     [mail] = mails
     assert "Subject: tokenfuse digest: 3 notifications" in mail and "To: oncall@example.com" in mail
     assert mail.count("Alert agent:bot-1: $12.30 of $10.00 (123%)") == 3

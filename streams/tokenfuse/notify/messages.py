@@ -41,7 +41,8 @@ def when(ms: int | None) -> str:
 
 
 def scope_link(dashboard_url: str | None, scope: str) -> str | None:
-    return f"{dashboard_url.rstrip('/')}/scope/{quote(scope, safe='')}" if dashboard_url else None
+    # The dashboard's scope page (dashboard/static/common.js links it the same way).
+    return f"{dashboard_url.rstrip('/')}/scope?key={quote(scope, safe='')}" if dashboard_url else None
 
 
 def spend(t: Transition) -> str:
