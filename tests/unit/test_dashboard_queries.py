@@ -116,3 +116,25 @@ def test_hostile_scope_values_stay_data(known, hostile):
         {"micro_usd": 0, "tokens": 0, "calls": 0}]
     assert queries.control_changes(known, hostile) == []
     assert known("SELECT count() AS n FROM usage_events", {})["rows"] == [[5]]
+
+
+def test_a_budgets_live_forecast_shows_its_eta_band_and_burn_rate():
+    from tokenfuse.dashboard.views import forecast_text
+
+    alert = {"eta_p50": 1_764_500_400_000, "eta_p10": 1_764_499_800_000, "eta_p90": 1_764_501_600_000,
+             "burn_rate_per_hour": 1250.0}
+    assert forecast_text(alert)["eta"] == "ETA 11:00 UTC (10:50–11:20), 1,250/h"
+    assert forecast_text(None) is None and forecast_text({"eta_p50": None}) is None
+
+
+def test_a_forecast_stays_live_until_cleared_and_only_for_its_window():
+    from tokenfuse.dashboard.alerts import Forecasts
+
+    forecasts = Forecasts()
+    warned = {"kind": "forecast", "budget_id": "b", "scope": "team:acme/search", "window_start": 100, "eta_p50": 5}
+    forecasts.take(warned)
+    forecasts.take({**warned, "kind": "threshold"})
+    assert forecasts.get("b", "team:acme/search", 100) == warned
+    assert forecasts.get("b", "team:acme/search", 200) is None  # the next window: no forecast yet
+    forecasts.take({**warned, "kind": "forecast_cleared"})
+    assert forecasts.get("b", "team:acme/search", 100) is None

@@ -21,6 +21,27 @@ from tokenfuse.kafka.follow import watermarks
 log = logging.getLogger(__name__)
 
 
+class Forecasts:
+    """The live breach forecast per (budget, scope): the latest `forecast` alert, until a
+    `forecast_cleared` for it arrives. Only the window the alert is about counts."""
+
+    CLEARED = ("forecast_cleared", "forecast-cleared")
+
+    def __init__(self) -> None:
+        self._latest: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def take(self, alert: dict[str, Any]) -> None:
+        key = (alert["budget_id"], alert["scope"])
+        if alert["kind"] == "forecast":
+            self._latest[key] = alert
+        elif alert["kind"] in self.CLEARED:
+            self._latest.pop(key, None)
+
+    def get(self, budget_id: str, scope: str, window_start: int) -> dict[str, Any] | None:
+        alert = self._latest.get((budget_id, scope))
+        return alert if alert is not None and alert["window_start"] == window_start else None
+
+
 class AlertFeed:
     """`latest()` are the newest alerts first; `on_change(alert)` is called from the feed's thread."""
 
@@ -37,6 +58,7 @@ class AlertFeed:
             starts.append(TopicPartition(self._topic, p, max(low, high - keep)))
         self._consumer.assign(starts)
         self._alerts: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._forecasts = Forecasts()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alert-feed", daemon=True)
@@ -47,6 +69,12 @@ class AlertFeed:
             alerts = [a for a in self._alerts.values() if scope is None or a["scope"] == scope]
         alerts.sort(key=lambda a: (a["created_at"], a["alert_id"]), reverse=True)
         return alerts[:limit]
+
+    def forecast(self, budget_id: str, scope: str, window_start: int) -> dict[str, Any] | None:
+        """The worker's live breach forecast for a budget and scope in this window: its latest
+        `forecast` alert, unless a `forecast_cleared` came after it."""
+        with self._lock:
+            return self._forecasts.get(budget_id, scope, window_start)
 
     def close(self) -> None:
         self._stop.set()
@@ -72,6 +100,7 @@ class AlertFeed:
                 if alert["alert_id"] in self._alerts:
                     continue
                 self._alerts[alert["alert_id"]] = alert
+                self._forecasts.take(alert)
                 while len(self._alerts) > self._keep:
                     self._alerts.popitem(last=False)
             if self._on_change is not None:

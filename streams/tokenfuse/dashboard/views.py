@@ -2,7 +2,8 @@
 from ClickHouse (a Runner: the sink's SQL endpoint or a History, see history/sql.py).
 
 Live parts are cheap (memory only) and pushed on every Kafka change; spend parts run queries
-and are refreshed by the hub. `forecast` fields stay None until the worker's forecasts exist.
+and are refreshed by the hub. `forecast` fields carry the worker's live breach forecast (its
+latest `forecast` alert for the budget, scope and window), None when there is none.
 """
 
 from __future__ import annotations
@@ -31,14 +32,30 @@ def concrete_scope(scope: str) -> str:
     return scope
 
 
-def use_dict(use: BudgetUse) -> dict[str, Any]:
-    return {**asdict(use), "percent": use.percent, "forecast": None}
+def use_dict(use: BudgetUse, forecast: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A budget's use, with the worker's breach forecast when one is live (its forecast alert)."""
+    return {**asdict(use), "percent": use.percent, "forecast": forecast_text(forecast)}
+
+
+def forecast_text(alert: dict[str, Any] | None) -> dict[str, Any] | None:
+    if alert is None or alert.get("eta_p50") is None:
+        return None
+
+    def hhmm(ms: int | None) -> str:
+        return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%H:%M") if ms else "?"
+    rate = alert.get("burn_rate_per_hour")
+    return {"eta": f"ETA {hhmm(alert['eta_p50'])} UTC ({hhmm(alert.get('eta_p10'))}–{hhmm(alert.get('eta_p90'))})"
+                   + (f", {rate:,.0f}/h" if rate is not None else ""),
+            "eta_p50": alert["eta_p50"], "burn_rate_per_hour": rate}
 
 
 class Views:
     def __init__(self, live: LiveState, run: Runner, windows: str):
         self.live, self.run = live, run
         self.windows = [w.strip() for w in windows.split(",") if w.strip()]
+
+    def _forecast(self, use: BudgetUse) -> dict[str, Any] | None:
+        return self.live.alerts.forecast(use.budget_id, use.scope, use.window_start)
 
     # --- Now -------------------------------------------------------------------------------
 
@@ -53,9 +70,9 @@ class Views:
         for use in reports.budget_use(self.run, self.live.budgets(), now):
             if use.scope.partition(":")[0] in ("org", "team"):
                 scopes.setdefault(use.scope, {"scope": use.scope, "micro_usd": 0, "tokens": 0,
-                                              "budgets": []})["budgets"].append(use_dict(use))
+                                              "budgets": []})["budgets"].append(use_dict(use, self._forecast(use)))
             else:
-                other.append(use_dict(use))
+                other.append(use_dict(use, self._forecast(use)))
         ordered = sorted(scopes.values(), key=lambda s: (-max([b["percent"] or 0 for b in s["budgets"]] or [-1]),
                                                          -s["micro_usd"], s["scope"]))
         return {"scopes": ordered, "other": other, "as_of": now}
@@ -82,7 +99,7 @@ class Views:
         detail_period = TimeRange.parse("24h" if range_name == WINDOW_RANGE else range_name, start, end, now).period
         kind = scope.partition(":")[0]
         return {
-            "scope": scope, "budgets": [use_dict(u) for u in uses], "windows": self._windows(scope, budgets, now),
+            "scope": scope, "budgets": [use_dict(u, self._forecast(u)) for u in uses], "windows": self._windows(scope, budgets, now),
             "chart": chart, "range": range_name,
             "agents": self._agents_under(scope, detail_period),
             "runs": queries.runs_under(self.run, detail_period, scope) if kind in queries.RUN_FILTERS else [],
