@@ -65,6 +65,7 @@ class CompactedTopicFollower:
         self._ignore_tombstones = ignore_tombstones
         self._supersedes = supersedes
         self._refusals = RateLimitedLog(log)
+        self._first_read_waited = False
         self._consumer = Consumer({
             **settings.kafka_config, **(client_config or {}),
             "group.id": f"tokenfuse-follow-{topic}",  # required by librdkafka; never committed
@@ -97,6 +98,16 @@ class CompactedTopicFollower:
 
     def wait_caught_up(self, timeout: float) -> bool:
         return self._caught_up.wait(timeout)
+
+    def wait_first_read(self, timeout: float) -> None:
+        """For a reader's first decision: wait once for what the topic held at start; if that
+        takes longer than `timeout`, log it and go on with what was read (later calls return
+        at once)."""
+        if self._first_read_waited:
+            return
+        self._first_read_waited = True
+        if not self.wait_caught_up(timeout):
+            log.error("%s not read to its end within %ss; going on with what was read", self._topic, timeout)
 
     def close(self) -> None:
         self._stop.set()

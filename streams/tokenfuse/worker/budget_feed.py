@@ -31,7 +31,6 @@ class BudgetFeed:
         self.follower: CompactedTopicFollower | None = None
         self.index = BudgetIndex([])
         self.version = -1
-        self.caught_up = False
 
     def start(self) -> None:
         """Open the budgets topic (as the worker starts, not when the first usage arrives)."""
@@ -50,11 +49,7 @@ class BudgetFeed:
         """The index of the budgets read so far; the first call waits for those present at start."""
         self.start()
         assert self.follower is not None
-        if not self.caught_up:
-            self.caught_up = True
-            if not self.follower.wait_caught_up(FIRST_READ_TIMEOUT_S):
-                log.error("budgets topic not read to its end within %ss; going on with what was read",
-                          FIRST_READ_TIMEOUT_S)
+        self.follower.wait_first_read(FIRST_READ_TIMEOUT_S)
         self.stats["budgets_rejected"] = self.follower.rejected
         if self.follower.version != self.version:
             self.version = self.follower.version

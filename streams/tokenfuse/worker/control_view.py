@@ -8,14 +8,11 @@ state it publishes must outrank (by version) the newest one runtimes may have se
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from tokenfuse.config import Settings
 from tokenfuse.control.signing import decode_verified, newer
 from tokenfuse.kafka.follow import CompactedTopicFollower
-
-log = logging.getLogger(__name__)
 
 FIRST_READ_TIMEOUT_S = 30
 
@@ -25,7 +22,6 @@ class ControlView:
         self.settings = settings
         self.verifier = settings.control_verifier()
         self.follower: CompactedTopicFollower | None = None
-        self._caught_up = False
 
     def start(self) -> None:
         if self.follower is None:
@@ -39,11 +35,7 @@ class ControlView:
         """The scope's newest verified state (the first call waits for the topic's current end)."""
         self.start()
         assert self.follower is not None
-        if not self._caught_up:
-            self._caught_up = True
-            if not self.follower.wait_caught_up(FIRST_READ_TIMEOUT_S):
-                log.error("control topic not read to its end within %ss; going on with what was read",
-                          FIRST_READ_TIMEOUT_S)
+        self.follower.wait_first_read(FIRST_READ_TIMEOUT_S)
         return self.follower.get(scope)
 
     def manual_override(self, scope: str, now_ms: int) -> dict[str, Any] | None:
