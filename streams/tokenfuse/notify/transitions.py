@@ -4,7 +4,8 @@
   `-cleared` (the worker's forecast_cleared). Its alert_id is deterministic, so a replayed alert is dropped as seen.
 - Control states are levels, not events: the notifier keeps each scope's last state and tells
   `blocked` when a scope enters `block` and `released` when it leaves it. A repeated state says
-  nothing new.
+  nothing new. States are ordered by their signed `version`, as runtimes order them: a replayed
+  older state (an old `allow` after a newer block) is skipped, never told as a release.
 - Records older than the stale limit, and blocks that already expired, are skipped: a notifier
   started on an old deployment must not page anyone about last week.
 
@@ -67,7 +68,15 @@ class Transition:
 
 @dataclass(frozen=True)
 class Skipped:
-    reason: str  # duplicate | stale | no_transition
+    reason: str  # duplicate | stale | no_transition | older
+
+
+@dataclass(frozen=True)
+class Enforced:
+    """A scope's last enforcement level as the notifier knows it, with the version that set it."""
+
+    level: str
+    version: int
 
 
 @dataclass
@@ -84,9 +93,9 @@ class Tracker:
     the live view adds what was read since."""
 
     stale_after_ms: int
-    scopes: dict[str, str] = field(default_factory=dict)  # scope -> last enforcement state
+    scopes: dict[str, Enforced] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)  # alert id -> created_at
-    _live_scopes: dict[str, str] = field(default_factory=dict)
+    _live_scopes: dict[str, Enforced] = field(default_factory=dict)
     _live_seen: dict[str, int] = field(default_factory=dict)
     _pending: list[_Change] = field(default_factory=list)
 
@@ -112,14 +121,17 @@ class Tracker:
             window_end=record.get("window_end"), eta=record.get("eta_p50", record.get("eta")), message=record.get("message") or "")
 
     def control(self, state: Mapping[str, Any], source: Source | None, now_ms: int) -> Transition | Skipped:
-        scope, level = state["scope"], state["state"]
-        before = self._live_scopes.get(scope)
+        scope, level, version = state["scope"], state["state"], state["version"]
+        known = self._live_scopes.get(scope)
+        if known is not None and version <= known.version:
+            return Skipped("older")
+        before = known.level if known is not None else None
         until = state.get("until")
         if level == "block" and until is not None and until <= now_ms:
             return Skipped("stale")  # expired already: runtimes released themselves
         if state["issued_at"] < now_ms - self.stale_after_ms:
             return Skipped("stale")
-        self._change(source, "scopes", scope, level)
+        self._change(source, "scopes", scope, Enforced(level, version))
         if level == "block" and before != "block":
             event = "blocked"
         elif level != "block" and before == "block":
@@ -127,7 +139,7 @@ class Tracker:
         else:
             return Skipped("no_transition")
         return Transition(
-            id=f"{event}:{scope}:{state['issued_at']}", event=event,
+            id=f"{event}:{scope}:{version}", event=event,
             kind="threshold" if state.get("budget_id") else "manual", scope=scope, severity="critical",
             occurred_at=state["issued_at"], source=source, budget_id=state.get("budget_id"),
             metric=state.get("metric"), spent=state.get("spent"), limit=state.get("limit"),
