@@ -28,14 +28,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from tokenfuse.config import Settings
 from tokenfuse.errors import BudgetExceeded, DecodeError, SignatureError
-from tokenfuse.usage.scopes import runtime_scopes
+from tokenfuse.usage.scopes import PER_CALL_KINDS, runtime_scopes
 from tokenfuse.sdk.options import FuseOptions
 from tokenfuse.sdk.outage import KafkaLogGate, Outage
 from tokenfuse.control.signing import Verifier, decode_verified
 
 log = logging.getLogger(__name__)
 
-_PER_CALL_KINDS = ("run:", "user:", "model:", "tag:")
+_PER_CALL_PREFIXES = tuple(f"{kind}:" for kind in PER_CALL_KINDS)
 _POLL_S = 0.05
 _RETRY_MAX_S = 5.0  # between metadata requests while the control topic cannot be assigned
 
@@ -196,7 +196,7 @@ class KillSwitch:
             log.warning("tokenfuse: control topic %s readable again", self._topic)
 
     def _wanted(self, scope: str) -> bool:
-        return scope in self._fixed or scope.startswith(_PER_CALL_KINDS)
+        return scope in self._fixed or scope.startswith(_PER_CALL_PREFIXES)
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         scope = (key or b"").decode("utf-8", "replace")

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 KINDS = ("global", "org", "team", "agent", "run", "user", "model", "tag")
+# Kinds whose value changes from call to call within one runtime (the others are fixed when a
+# runtime starts): a runtime's kill switch must keep every state of these kinds, not only its own.
+PER_CALL_KINDS = ("run", "user", "model", "tag")
 
 MAX_ID_CHARS = 256
 MAX_TAGS = 16
