@@ -23,8 +23,8 @@ from tests.benchmarks import detector_runs
 from tests.benchmarks.forecast_shapes import LIMIT, SHAPES, Run
 from tokenfuse.usage.windows import Calendar, Tumbling, WindowSpec
 from tokenfuse.worker.engine.burn_rate import window_size_ms
-from tokenfuse.worker.engine.forecast import (ForecastRule, ForecastState, deseasonalised, forecast, ready,
-                                              step_warning)
+from tokenfuse.worker.engine.forecast import (SECOND_MS, ForecastRule, ForecastState, deseasonalised, forecast,
+                                              observed_at, ready, step_warning)
 
 WARN_BEFORE_MS = 30 * 60_000
 RULE = ForecastRule(WARN_BEFORE_MS, "alert")
@@ -65,14 +65,15 @@ def replay_engine(run: Run) -> Outcome:
         if out.band_at_20 is None and t >= at:
             fc = forecast(state.rate, spent, LIMIT, 0, end, at, run.profile)
             out.band_at_20 = (fc.eta_p10, fc.eta_p50, fc.eta_p90)
-        state.rate.observe(t, deseasonalised(cost, t, run.profile))
+        state.rate.observe(observed_at(t), deseasonalised(cost, t, run.profile))
         spent += cost
         if spent >= LIMIT:
             break
-        move = step_warning(state, RULE, spec, spent, LIMIT, 0, end, t, run.profile)
+        # Judged as of the second's end, as the worker does once a later second has come.
+        move = step_warning(state, RULE, spec, spent, LIMIT, 0, end, t + SECOND_MS, run.profile)
         if move == "forecast":
             out.warnings += 1
-            out.first_warning = t if out.first_warning is None else out.first_warning
+            out.first_warning = t + SECOND_MS if out.first_warning is None else out.first_warning
         elif move == "forecast_cleared":
             out.clears += 1
     out.up_at_end = state.warning.active

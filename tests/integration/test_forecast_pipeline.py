@@ -3,6 +3,13 @@
 Streams are paced (an event every 200 ms) because an early warning is about time: the worker
 sees the spend arrive and must warn before the limit is reached. Budgets use the 1-minute
 window (half-life 5 s), so a test takes well under a minute.
+
+Event times follow a schedule from the window's start, not the clock at sending: the forecast
+runs in event time, so the spend curve it sees and the true breach time are the same on every
+run. Stamping events when the loop got round to them made both depend on this process's
+scheduling: on a loaded machine a stall after the warning moved the breach seconds later than
+any forecast of the stream so far could know. The worker judges warnings on complete seconds
+(engine/plugins.py), so how its batches cut the stream does not matter either.
 """
 
 from __future__ import annotations
@@ -19,13 +26,23 @@ from tokenfuse.kafka.codec import codec
 from tokenfuse.kafka.follow import wait_until
 
 MINUTE = 60_000
-PACE_S = 0.2
 
 
 def alerts_of(settings, kinds: set[str], until, timeout: float = 5.0) -> list[dict]:
     records = read_all(settings, "alerts", codec("Alert").decode, timeout=timeout,
                        until=lambda r: until([a for _, a, _ in r if a["kind"] in kinds]))
     return [a for _, a, _ in records if a["kind"] in kinds]
+
+
+def send_paced(usage: UsageProducer, events: list[dict]) -> None:
+    """Send each event when its event time comes, at once if this process is behind (the
+    schedule's first seconds, a stall): delivery may be late, the spend in event time never moves."""
+    for event in events:
+        ahead = event["event_time"] / 1000 - time.time()
+        if ahead > 0:
+            time.sleep(ahead)  # the stream's pace, not a wait for a condition
+        usage.send(event)
+        usage.flush()
 
 
 def start_of_fresh_minute() -> int:
@@ -49,17 +66,13 @@ def test_a_ramping_stream_gets_a_forecast_alert_before_the_block_with_the_breach
     limit = 30_000
     publish_budget(settings, id="ramp", scope="agent:*", metric="total_tokens", window="1m", limit=limit,
                    forecast={"warn_before_ms": 20_000, "action": "alert"})
-    usage = UsageProducer(settings)
-    start_of_fresh_minute()
-    spent, k, breach = 0, 0, None
+    window_start = start_of_fresh_minute()
+    events, spent, breach = [], 0, None
     while breach is None:  # tokens per event grow linearly: spend is quadratic in time
-        event = usage_event("ramper", 10 + 3 * k)
-        usage.send(event)
-        usage.flush()
-        spent, k = spent + event["input_tokens"], k + 1
-        if spent >= limit:
-            breach = event["event_time"]
-        time.sleep(PACE_S)  # the stream's pace, not a wait for a condition
+        events.append(usage_event("ramper", 10 + 3 * len(events), when_ms=window_start + len(events) * 200))
+        spent += events[-1]["input_tokens"]
+        breach = events[-1]["event_time"] if spent >= limit else None
+    send_paced(UsageProducer(settings), events)
     assert wait_until(lambda: control.snapshot().get("agent:ramper", {}).get("state") == "block", 10)
     forecasts = alerts_of(settings, {"forecast"}, lambda a: len(a) >= 1)
     assert len(forecasts) == 1, forecasts
@@ -83,13 +96,11 @@ def test_a_stream_that_levels_off_gets_forecast_cleared_and_no_block(settings, w
                    forecast={"warn_before_ms": 20_000, "action": "alert"})
     usage = UsageProducer(settings)
     window_start = start_of_fresh_minute()
-    spent = 0
-    for k in range(175):  # 15 s at ~2000 tokens/s (a breach in ~20 s at that rate), then a trickle
-        tokens = 400 if k < 75 else 1
-        usage.send(usage_event("surger", tokens))
-        usage.flush()
-        spent += tokens
-        time.sleep(PACE_S)
+    # 15 s at ~2000 tokens/s (a breach in ~20 s at that rate), then a trickle for 30 s: the
+    # warning clears ~35 s into the window (bench: replayed through the engine), 10 s before the end
+    events = [usage_event("surger", 400 if k < 75 else 1, when_ms=window_start + k * 200) for k in range(225)]
+    send_paced(usage, events)
+    spent = sum(e["input_tokens"] for e in events)
     usage.send(usage_event("marker", 1, team="other"))
     usage.flush()
     kinds = alerts_of(settings, {"forecast", "forecast_cleared"}, lambda a: len(a) >= 2, timeout=10)

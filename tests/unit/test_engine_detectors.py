@@ -101,3 +101,35 @@ def test_a_spike_alert_names_its_factor_and_baseline():
     alerts, _ = decoded(out)
     assert [a["kind"] for a in alerts] == ["spike"]
     assert alerts[0]["factor"] >= 3 and 300_000 < alerts[0]["baseline_per_hour"] < 400_000
+
+
+def ramp_alerts(batches):
+    """The integration test's ramp (an event every 200 ms, tokens growing by 3 per event, limit
+    30k on a 1-minute window) settled in `batches` (lists of event indexes), as the worker would."""
+    minute = parse_window("1m")
+    index = BudgetIndex([budget(scope="agent:*", window="1m", limit=30_000,
+                                forecast={"warn_before_ms": 20_000, "action": "alert"})])
+    s = Settler({minute.name: minute}, Counter(), Signer("k1", b"k" * 32, "unit"), [ForecastDetector()])
+    record, out = ScopeRecord(), []
+    for batch in batches:
+        deltas: list[Delta] = []
+        for k in batch:
+            t = k * 200
+            if deltas and deltas[-1].second_ms == t - t % 1000:
+                deltas[-1].input_tokens += 10 + 3 * k
+                deltas[-1].events += 1
+            else:
+                deltas.append(Delta("agent:r", t - t % 1000, 10 + 3 * k, events=1, last_event_id=f"e{k}"))
+        out += s.settle("agent:r", record, deltas, index, batch[-1] * 200)
+    return [{k: a[k] for k in ("created_at", "spent", "eta_p10", "eta_p50", "eta_p90")}
+            for a in decoded(out)[0] if a["kind"] == "forecast"]
+
+
+def test_a_ramps_warning_depends_on_event_time_only_not_on_how_batches_cut_its_seconds():
+    breach = 27_600  # the 138th event brings the spend to 30k
+    one_by_one = ramp_alerts([[k] for k in range(139)])
+    by_second = ramp_alerts([list(range(k, k + 5)) for k in range(0, 139, 5)])
+    uneven = ramp_alerts([list(range(k, min(k + 3, 139))) for k in range(0, 139, 3)])
+    assert len(one_by_one) == 1 and one_by_one == by_second == uneven
+    alert = one_by_one[0]
+    assert alert["created_at"] < breach and alert["eta_p10"] <= breach <= alert["eta_p90"]

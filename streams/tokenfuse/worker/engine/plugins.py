@@ -14,8 +14,8 @@ from tokenfuse.usage.windows import Window, metric
 from tokenfuse.worker.engine.burn_rate import BurnRate
 from tokenfuse.worker.engine.deltas import LOOP_SCOPES, Delta
 from tokenfuse.worker.engine.detectors import BUCKET_MS, LoopRule, LoopState, SpikeRule, SpikeState, loop_alert, spike_alert
-from tokenfuse.worker.engine.forecast import (ForecastRule, ForecastState, deseasonalised, forecast,
-                                              forecast_alert, step_warning)
+from tokenfuse.worker.engine.forecast import (SECOND_MS, ForecastRule, ForecastState, deseasonalised, forecast,
+                                              forecast_alert, observed_at, step_warning)
 from tokenfuse.worker.engine.record import Enforcement, ScopeRecord
 from tokenfuse.worker.engine.rules import ActiveBudget
 from tokenfuse.worker.engine.seasonal import HourOfWeekProfile
@@ -54,6 +54,26 @@ def store(record: ScopeRecord, name: str, kept: dict[str, Any]) -> None:
         record.detectors.pop(name, None)
 
 
+def newest_second_from(deltas: Sequence[Delta]) -> int:
+    """Index of the first delta of the newest second (deltas in event-time order)."""
+    cut = len(deltas) - 1
+    while cut > 0 and deltas[cut - 1].second_ms >= deltas[-1].second_ms:
+        cut -= 1
+    return max(cut, 0)
+
+
+def complete_until(state: ForecastState, newest_second: int) -> int | None:
+    """The end of the newest second the burn rate has seen, if it is complete (a delta of a later
+    second has come). Warnings are judged there, on the rate before the newer deltas are added, so
+    they depend on event time alone, not on how the worker's batches cut the stream: a partial
+    second would look like a dip in the rate, a second ahead like a jump."""
+    rate = state.rate
+    if not rate.events:
+        return None
+    seen = rate.last_ms - rate.last_ms % SECOND_MS
+    return seen + SECOND_MS if seen < newest_second else None
+
+
 def no_profiles(scope: str, metric_name: str) -> None:
     return None
 
@@ -75,6 +95,7 @@ class ForecastDetector:
         states = record.detectors.get(self.name, {})
         kept: dict[str, Any] = {}
         at = deltas[-1].second_ms if deltas else now_ms  # deltas come in event-time order
+        cut = newest_second_from(deltas)
         for budget in budgets:
             b = budget.budget
             rule = ForecastRule.of(b)
@@ -84,30 +105,44 @@ class ForecastDetector:
             profile = self.profiles(scope, name) if spec.horizon_ms >= PROFILED_FROM_MS else None
             window = record.window(spec, at)
             spent = metric(window.totals, name)
+            # The newest second may be partial: the warning is judged before it (see complete_until).
+            closed_spent = spent - sum(amount(d, name) for d in deltas[cut:] if window.start <= d.second_ms)
             if budget.id in states:
                 state = ForecastState.from_json(states[budget.id])
             else:  # what was spent before these deltas, spread over the window so far
-                before = spent - sum(amount(d, name) for d in deltas if window.start <= d.second_ms)
-                state = ForecastState.start(spec, window.start, before, deltas[0].second_ms if deltas else at)
-            observe = state.rate.observe
-            for d in deltas:
-                observe(d.second_ms, deseasonalised(amount(d, name), d.second_ms, profile), d.events)
-            self._warn(verdict, scope, budget, rule, state, window, spent, at, now_ms, profile,
-                       deltas[-1].last_event_id if deltas else "")
+                before = closed_spent - sum(amount(d, name) for d in deltas[:cut] if window.start <= d.second_ms)
+                state = ForecastState.start(spec, window.start, before, observed_at(deltas[0].second_ms) if deltas else at)
+            quiet = self.acks.quiet(budget.id, "forecast", scope, now_ms)
+            event_id = deltas[-1].last_event_id if deltas else ""
+            self._observe(state, deltas[:cut], name, profile)
+            check = complete_until(state, at) if deltas else now_ms  # the sweep: time moved on without usage
+            if check is not None and check > window.start:
+                self._warn(verdict, scope, budget, rule, state, window, (check, closed_spent), quiet, profile, event_id)
+            self._observe(state, deltas[cut:], name, profile)
+            if not quiet:
+                self._hold(verdict, budget, rule, state, window)
             kept[budget.id] = state.to_json()
         store(record, self.name, kept)
         return verdict
 
+    @staticmethod
+    def _observe(state: ForecastState, deltas: Sequence[Delta], name: str, profile: HourOfWeekProfile | None) -> None:
+        observe = state.rate.observe
+        for d in deltas:
+            observe(observed_at(d.second_ms), deseasonalised(amount(d, name), d.second_ms, profile), d.events)
+
     def _warn(self, verdict: Verdict, scope: str, budget: ActiveBudget, rule: ForecastRule, state: ForecastState,
-              window: Window, spent: int, at: int, now_ms: int, profile: HourOfWeekProfile | None,
+              window: Window, check: tuple[int, int], quiet: bool, profile: HourOfWeekProfile | None,
               event_id: str) -> None:
-        b = budget.budget
+        b, (at, spent) = budget.budget, check
         move = step_warning(state, rule, budget.window, spent, b["limit"], window.start, window.end, at, profile)
-        if self.acks.quiet(budget.id, "forecast", scope, now_ms):
-            return
-        if move is not None:
+        if move is not None and not quiet:
             fc = forecast(state.rate, spent, b["limit"], window.start, window.end, at, profile)
             verdict.alerts.append(forecast_alert(move, b, scope, rule, fc, state.warning.episodes, event_id))
+
+    def _hold(self, verdict: Verdict, budget: ActiveBudget, rule: ForecastRule, state: ForecastState,
+              window: Window) -> None:
+        """`action: warn` or `throttle`: the scope stays at that rung while the warning is up."""
         if state.warning.active and rule.action != "alert" and state.warning.window_start == window.start:
             verdict.entries[f"{self.name}:{budget.id}"] = entry(
                 rule.action, budget, window, f"forecast: budget {budget.id} is forecast to be reached in this window")
