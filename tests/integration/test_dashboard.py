@@ -14,11 +14,13 @@ import urllib.request
 import uuid
 
 import pytest
+from confluent_kafka import Producer
 from selenium.webdriver.common.by import By
 
 from tests.dashboard_helpers import ARTIFACTS, DashboardStack, chromium, screenshot, seed_day, wait_for
 from tests.helpers import UsageProducer, unique_settings, usage_event
 from tokenfuse.dashboard.security import token_path
+from tokenfuse.kafka.codec import codec
 from tokenfuse.kafka.topics import create_topics, delete_topics
 
 
@@ -105,6 +107,28 @@ def test_scope_page_draws_the_spend_chart_with_its_limit_line(stack, seeded, bro
     browser.find_element(By.CSS_SELECTOR, "#range button[data-range='24h']").click()
     wait_for(browser, "#chart-caption", text="cost per hour")
     assert wait_for(browser, "#chart svg").attrs["data-points"] != "0"
+
+
+def test_scope_chart_draws_the_live_breach_forecast_band_toward_the_limit(stack, seeded, browser, tmp_path):
+    """The worker's forecast alert (published here as the worker publishes it) becomes the p10-p90
+    wedge and the dashed p50 line on the budget window's chart."""
+    now = int(time.time() * 1000)
+    day = now - now % 86_400_000
+    hours_left = (day + 86_400_000 - now) / 3_600_000
+    etas = {f"eta_{q}": now + int(share * hours_left * 3_600_000) for q, share in (("p10", .3), ("p50", .5), ("p90", .8))}
+    alert = {"alert_id": f"team-daily-usd|team:acme/ads|{day}|forecast|1", "kind": "forecast",
+             "scope": "team:acme/ads", "budget_id": "team-daily-usd", "action": "alert", "metric": "cost_micro_usd",
+             "limit": 1_000_000, "window_start": day, "window_end": day + 86_400_000, "created_at": now,
+             "burn_rate_per_hour": 1000.0, **etas}
+    producer = Producer(stack.settings.kafka_config)
+    producer.produce(stack.settings.topic("alerts"), key=b"team:acme/ads", value=codec("Alert").encode(alert))
+    assert producer.flush(30) == 0
+    browser.get(stack.url + "scope?key=" + urllib.request.quote("team:acme/ads", safe=""))
+    wedge = wait_for(browser, "#chart svg path.forecast-band")
+    assert wedge.attrs["d"].count("L") == 2 and wedge.attrs["d"].endswith("Z")
+    wait_for(browser, "#chart svg path.forecast-p50")
+    wait_for(browser, "#chart svg text.forecast-label", text="forecast")
+    screenshot(browser, "dashboard-scope-forecast", ARTIFACTS, tmp_path)
 
 
 def test_top_spenders_and_history_pages_chart_the_rollups(stack, seeded, browser, tmp_path):

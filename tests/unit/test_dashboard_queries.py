@@ -138,3 +138,16 @@ def test_a_forecast_stays_live_until_cleared_and_only_for_its_window():
     assert forecasts.get("b", "team:acme/search", 200) is None  # the next window: no forecast yet
     forecasts.take({**warned, "kind": "forecast_cleared"})
     assert forecasts.get("b", "team:acme/search", 100) is None
+
+
+def test_the_window_chart_draws_each_eta_to_the_limit_or_to_the_spend_projected_at_the_window_end():
+    from tokenfuse.dashboard.views import forecast_band
+    from tokenfuse.history.reports import BudgetUse
+
+    use = BudgetUse("b", "team:acme/search", "cost_micro_usd", "1d", window_start=0, window_end=1_000,
+                    spent=400, limit=1_000)
+    band = forecast_band({"eta_p10": 700, "eta_p50": 900, "eta_p90": 1_600}, use, now=400)
+    assert band["p10"] == [[400, 400], [700, 1_000]] and band["p50"] == [[400, 400], [900, 1_000]]
+    # p90 breaches after the window: the line stops at its end, on the way to the limit (600 of 1200 ms).
+    assert band["p90"] == [[400, 400], [1_000, 700]]
+    assert forecast_band(None, use, 400) is None and forecast_band({"eta_p50": None}, use, 400) is None

@@ -49,6 +49,25 @@ def forecast_text(alert: dict[str, Any] | None) -> dict[str, Any] | None:
             "eta_p50": alert["eta_p50"], "burn_rate_per_hour": rate}
 
 
+def forecast_band(alert: dict[str, Any] | None, use: BudgetUse, now: int) -> dict[str, Any] | None:
+    """The breach forecast drawn on a budget window's chart: from today's spend, one line per ETA
+    quantile (p10, p50, p90) to the limit at that ETA, or, when the ETA falls after the window's
+    end, to the spend projected there on the same straight line. None without a live forecast."""
+    if alert is None or alert.get("eta_p50") is None:
+        return None
+    start = min(max(now, use.window_start), use.window_end)
+    band = {}
+    for name in ("p10", "p50", "p90"):
+        eta = alert.get(f"eta_{name}") or alert["eta_p50"]
+        eta = max(eta, start + 1)
+        if eta <= use.window_end:
+            band[name] = [[start, use.spent], [eta, use.limit]]
+        else:
+            share = (use.window_end - start) / (eta - start)
+            band[name] = [[start, use.spent], [use.window_end, round(use.spent + (use.limit - use.spent) * share)]]
+    return band
+
+
 class Views:
     def __init__(self, live: LiveState, run: Runner, windows: str):
         self.live, self.run = live, run
@@ -139,7 +158,7 @@ class Views:
             total += value
         return {"metric": use.metric, "start": use.window_start, "end": use.window_end, "cumulative": True,
                 "series": {scope: cumulative}, "lines": [{"label": f"limit ({use.budget_id})", "value": use.limit}],
-                "forecast": None}
+                "forecast": forecast_band(self._forecast(use), use, now)}
 
     def _range_chart(self, scope: str, time_range: TimeRange, metric: str) -> dict[str, Any]:
         period = time_range.period

@@ -28,8 +28,10 @@ Charts.timeLabel = function (ms, span) {
   return d.toLocaleDateString([], {month: "short", day: "numeric"});
 };
 
-/* spec: {series: {name: [[t, v], ...]}, start, end, lines: [{label, value}], format(v), step: bool}
-   step draws per-bucket values as steps (a rate); otherwise points are joined (a cumulative total). */
+/* spec: {series: {name: [[t, v], ...]}, start, end, lines: [{label, value}], format(v), step: bool,
+          forecast: {p10, p50, p90: [[t, v], [t, v]]} or null}
+   step draws per-bucket values as steps (a rate); otherwise points are joined (a cumulative total).
+   forecast draws the breach forecast: the p10-p90 band as a shaded wedge, the p50 as a dashed line. */
 Charts.line = function (container, spec) {
   const W = 900, H = 280, L = 70, R = 16, T = 12, B = 28;
   const names = Object.keys(spec.series);
@@ -64,6 +66,7 @@ Charts.line = function (container, spec) {
     svg.append(Charts.svg("path", {class: "area", fill: color, d: area}));
     svg.append(Charts.svg("path", {class: "series", stroke: color, d: d, "data-series": name}));
   });
+  if (spec.forecast) Charts.forecast(svg, spec.forecast, x, y);
   for (const line of spec.lines || []) {
     svg.append(Charts.svg("line", {class: "limit", x1: L, x2: W - R, y1: y(line.value), y2: y(line.value)}));
     svg.append(Charts.svg("text", {class: "limit-label", x: W - R - 4, y: y(line.value) - 5, "text-anchor": "end"},
@@ -112,4 +115,13 @@ Charts.bars = function (container, rows, format) {
                Charts.svg("text", {x: L + width + 6, y: top + 15}, format(row.value)));
   });
   container.replaceChildren(svg);
+};
+
+Charts.forecast = function (svg, band, x, y) {
+  const [origin, early] = band.p10, late = band.p90[1], mid = band.p50[1];
+  const wedge = `M${x(origin[0])},${y(origin[1])}L${x(early[0])},${y(early[1])}L${x(late[0])},${y(late[1])}Z`;
+  svg.append(Charts.svg("path", {class: "forecast-band", d: wedge}));
+  svg.append(Charts.svg("path", {class: "forecast-p50", d: `M${x(origin[0])},${y(origin[1])}L${x(mid[0])},${y(mid[1])}`}));
+  svg.append(Charts.svg("text", {class: "forecast-label", x: x(mid[0]) - 4, y: y(mid[1]) + 14, "text-anchor": "end"},
+                        "forecast (p10–p90)"));
 };

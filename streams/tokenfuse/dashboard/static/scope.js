@@ -83,7 +83,8 @@ function renderChart(data) {
     ? `${TF.metricName[metric] || metric} since the budget window started, against its limit`
     : `${TF.metricName[metric] || metric} per ${chart.grain >= 86400e3 ? "day" : chart.grain >= 3600e3 ? "hour" : "minute"}`;
   Charts.line(document.getElementById("chart"), {series: chart.series, start: chart.start, end: chart.end,
-    lines: chart.lines, grain: chart.grain, step: !chart.cumulative, format: (v) => TF.amount(metric, v)});
+    lines: chart.lines, grain: chart.grain, step: !chart.cumulative, forecast: chart.forecast,
+    format: (v) => TF.amount(metric, v)});
 }
 
 function connect(choice) {
