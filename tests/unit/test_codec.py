@@ -17,6 +17,9 @@ USAGE = {
     "input_tokens": 1200, "output_tokens": 300, "cached_tokens": 200, "cost_micro_usd": None,
     "tags": {"env": "prod"}, "request_fingerprint": "9f2c" * 16,
 }
+DECISION = {"id": "ap-1", "kind": "raise", "status": "applied", "budget_id": "b", "scope": "team:a/b",
+            "metric": "cost_micro_usd", "old_limit": 1, "new_limit": 2, "base_limit": 1, "mode": "auto",
+            "decided_at": 1}
 
 
 def test_usage_event_round_trips():
@@ -57,7 +60,8 @@ def test_data_written_with_an_older_schema_reads_with_the_current_one(tmp_path, 
                                               "window": "day", "limit": 5},
               "ControlState": {"scope": "global", "state": "allow", "issued_at": 1},
               "Alert": {"alert_id": "a", "kind": "threshold", "scope": "global", "created_at": 1},
-              "AlertAck": {"alert_id": "a", "kind": "loop", "scope": "run:r-1"}}[name]
+              "AlertAck": {"alert_id": "a", "kind": "loop", "scope": "run:r-1"},
+              "AutopilotDecision": DECISION}[name]
     old_record = {f["name"]: sample[f["name"]] for f in old["fields"]}
     data = Codec(name, old_only).encode(old_record)
 

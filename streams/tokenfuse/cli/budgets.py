@@ -66,8 +66,23 @@ def run_list(args: argparse.Namespace) -> int:
     budgets = sorted(read_budgets(settings).values(), key=lambda b: b["id"])
     print(format_table(budgets) if budgets else "no budgets")
     if budgets:
+        print_autopilot(settings, {b["id"]: b for b in budgets})
         print_current_spend(settings, {b["id"]: b for b in budgets})
     return 0
+
+
+def print_autopilot(settings: Settings, budgets: dict[str, dict[str, Any]]) -> None:
+    """What the autopilot did to these budgets (raises in force, proposals, holds), if anything."""
+    import time
+
+    from tokenfuse.autopilot.records import read_decisions
+    from tokenfuse.autopilot.summary import COLUMNS as AUTOPILOT_COLUMNS, summary_rows
+    from tokenfuse.cli.sql import print_result
+
+    rows = summary_rows(budgets, read_decisions(settings), int(time.time() * 1000))
+    if rows:
+        print("\nautopilot (`tokenfuse autopilot log` for the audit trail):")
+        print_result(list(AUTOPILOT_COLUMNS), [list(r) for r in rows], "table")
 
 
 def print_current_spend(settings: Settings, budgets: dict[str, dict[str, Any]]) -> None:

@@ -15,7 +15,7 @@ from tokenfuse.errors import TokenfuseError
 
 # Modules under tokenfuse.cli that add subcommands, in --help order.
 COMMANDS = ["demo", "topics", "worker", "sink", "notify", "dashboard", "control", "budgets", "alerts", "sql", "db",
-            "report"]
+            "report", "autopilot"]
 
 
 def build_parser() -> argparse.ArgumentParser:

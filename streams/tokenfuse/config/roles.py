@@ -13,6 +13,7 @@ REQUIRED: dict[str, dict[str, str]] = {
     "operator": {"control_key": "signs manual kill and release states"},
     "budget operator": {"budget_keys": "signs the budgets it publishes"},
     "sink": {},
+    "autopilot": {"budget_keys": "verifies the budgets and approvals it reads, signs the budgets it adjusts"},
     "notifier": {"control_key": "verifies the control states it tells people about"},
     "dashboard": {"control_key": "verifies the control states it shows, signs the operator's kill and release"},
 }

@@ -84,6 +84,8 @@ class Settings(BaseModel):
     web_port: int = Field(6066, ge=0, le=65535, description="0 disables the worker's web server.")
     notify_metrics_port: int = Field(6068, ge=0, le=65535,
                                      description="The notifier's /metrics, on web_host; 0 = any free port.")
+    autopilot_metrics_port: int = Field(6071, ge=0, le=65535,
+                                        description="The autopilot's /metrics, on web_host; 0 = any free port.")
     grace_seconds: int = Field(60, ge=0, description="Late events within this are still counted.")
     dedupe_seconds: int = Field(3600, ge=60, description="How long an event_id is remembered.")
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"

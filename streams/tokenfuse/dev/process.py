@@ -1,4 +1,4 @@
-"""Start tokenfuse process roles (`tokenfuse worker`, `sink`, `notify`, `dashboard`) as child
+"""Start tokenfuse process roles (`tokenfuse worker`, `sink`, `notify`, `dashboard`, `autopilot`) as child
 processes and wait until they are ready: used by the demo and by the end-to-end tests."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from tokenfuse.errors import TokenfuseError
 from tokenfuse.worker.readiness import READY_LINE
 
 # The line each role logs once it is ready: the worker once it enforces (worker/readiness.py).
-READY_LINES = {"worker": READY_LINE, "sink": "sink ready", "notify": "notify ready", "dashboard": "dashboard ready"}
+READY_LINES = {"worker": READY_LINE, "sink": "sink ready", "notify": "notify ready", "dashboard": "dashboard ready",
+               "autopilot": "autopilot ready"}
 # The line Faust logs once a worker's agents run (before they have caught up): benchmarks time from it.
 FAUST_STARTED_LINE = "[^Worker]: Ready"
 

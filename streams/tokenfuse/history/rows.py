@@ -56,7 +56,13 @@ ACKS = Table("alert_acks",
              ["alert_id", "kind", "scope", "budget_id", "expected", "until", "reason", "acked_by", "acked_at",
               "signed", "kafka_partition", "kafka_offset"],
              ("kafka_partition", "kafka_offset"), "Array(Tuple(UInt32, UInt64))")
-TABLES = (USAGE, ALERTS, CONTROL, BUDGETS, ACKS)
+DECISIONS = Table("autopilot_decisions",
+                  ["decision_id", "revision", "kind", "status", "budget_id", "scope", "metric", "old_limit",
+                   "new_limit", "base_limit", "reason", "trigger", "mode", "decided_at", "window_start", "window_end",
+                   "expires_at", "forecast_projected", "forecast_eta_p50", "forecast_burn_rate_per_hour",
+                   "budget_updated_at", "approved_by", "approved_at", "signed", "kafka_partition", "kafka_offset"],
+                  ("kafka_partition", "kafka_offset"), "Array(Tuple(UInt32, UInt64))")
+TABLES = (USAGE, ALERTS, CONTROL, BUDGETS, ACKS, DECISIONS)
 # Alert fields added with forecasts and detectors (Alert.avsc); absent from older records' dicts.
 _ALERT_EXTRAS = ("eta_p10", "eta_p50", "eta_p90", "projected", "burn_rate_per_hour", "factor", "baseline_per_hour",
                  "fingerprint", "repeats")
@@ -94,3 +100,8 @@ def budget_row(budget: dict[str, Any], partition: int, offset: int, now_ms: int)
     return [budget["id"], False, budget["scope"], budget["metric"], budget["window"], budget["timezone"],
             budget["limit"], json.dumps(budget["thresholds"]), budget["description"],
             budget["updated_at"] or now_ms, partition, offset]
+
+
+def decision_row(decision: dict[str, Any], signed: bool, partition: int, offset: int) -> list[Any]:
+    """An AutopilotDecision record: its fields in column order (id as decision_id)."""
+    return [decision["id"], *(decision[c] for c in DECISIONS.columns[1:-3]), signed, partition, offset]

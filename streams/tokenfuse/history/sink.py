@@ -1,4 +1,4 @@
-"""The sink: Kafka topics (usage, alerts, control, budgets, acks) → ClickHouse tables, each record once.
+"""The sink: Kafka topics (usage, alerts, control, budgets, acks, autopilot) → ClickHouse tables, each record once.
 
 - Its own consumer group (`<app_id>-sink`), read_committed (the worker writes alerts and control
   states in transactions), no auto-commit: offsets are committed only after the batch is stored.
@@ -29,7 +29,7 @@ from tokenfuse.history import rows
 from tokenfuse.history.client import History, HistoryUnavailable
 from tokenfuse.history.store import Pending, write
 from tokenfuse.usage.pricing import PriceCatalog
-from tokenfuse.control.signing import verify_record
+from tokenfuse.control.signing import Verifier, verify_record
 from tokenfuse.usage.validate import validate_usage
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,11 @@ class Sink:
     def __init__(self, settings: Settings, history: History, catalog: PriceCatalog | None = None):
         self.settings, self.history = settings, history
         self.catalog = catalog or PriceCatalog.load()
-        self.topics = {settings.topic(t): t for t in ("usage", "alerts", "control", "budgets", "acks")}
+        self.topics = {settings.topic(t): t for t in ("usage", "alerts", "control", "budgets", "acks", "autopilot")}
         self.verifier = settings.control_verifier()
+        self.budget_verifier = settings.budget_verifier()
         self.stats = {"usage": 0, "duplicates": 0, "invalid": 0, "alerts": 0, "control": 0, "budgets": 0, "acks": 0,
-                      "insert_retries": 0, "batches": 0}
+                      "autopilot": 0, "insert_retries": 0, "batches": 0}
         # /metrics gauges, updated at each commit (observability/metrics.py SINK_HELP says what they are).
         self.gauges = {"lag_records": 0, "store_delay_seconds": 0.0}
         self.batch: list[Message] = []
@@ -166,7 +167,7 @@ class Sink:
             self.stats["invalid"] += len(invalid)
             log.warning("skipped %d malformed record(s) in this batch, first: %s", len(invalid), invalid[0])
         for table, kind in ((rows.USAGE, "usage"), (rows.ALERTS, "alerts"), (rows.CONTROL, "control"),
-                            (rows.BUDGETS, "budgets"), (rows.ACKS, "acks")):
+                            (rows.BUDGETS, "budgets"), (rows.ACKS, "acks"), (rows.DECISIONS, "autopilot")):
             stored, duplicates = write(self.history, pending[table.name])
             self.stats[kind] += stored
             self.stats["duplicates"] += duplicates
@@ -185,14 +186,18 @@ class Sink:
         if kind == "acks":
             ack = codec("AlertAck").decode(msg.value())
             return rows.ACKS, rows.ack_row(ack, self._signed(ack, "AlertAck"), msg.partition(), msg.offset())
+        if kind == "autopilot":
+            decision = codec("AutopilotDecision").decode(msg.value())
+            signed = self._signed(decision, "AutopilotDecision", self.budget_verifier)
+            return rows.DECISIONS, rows.decision_row(decision, signed, msg.partition(), msg.offset())
         if msg.value() is None:  # a bare tombstone deletes nothing (budgets/signed.py)
             raise DecodeError("a budgets tombstone (deletions are signed records)")
         budget = codec("Budget").decode(msg.value())
         return rows.BUDGETS, rows.budget_row(budget, msg.partition(), msg.offset(), now)
 
-    def _signed(self, state: dict[str, Any], schema: str = "ControlState") -> bool:
+    def _signed(self, state: dict[str, Any], schema: str = "ControlState", verifier: Verifier | None = None) -> bool:
         try:
-            verify_record(schema, state, self.verifier, schema)
+            verify_record(schema, state, verifier or self.verifier, schema)
             return True
         except SignatureError:
             return False

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 
 from tokenfuse.config import Settings
 from tokenfuse.errors import TokenfuseError
-from tokenfuse.history.client import History, QueryError
+from tokenfuse.history.client import History, HistoryUnavailable, QueryError
 from tokenfuse.observability.metrics import render_sink
 
 TOKEN_FILE = "sink.token"
@@ -187,13 +187,17 @@ def _sink_answers(settings: Settings) -> bool:
 
 
 @contextmanager
-def sql_runner(settings: Settings) -> Iterator[Callable[[str, dict[str, Any] | None], dict[str, Any]]]:
+def sql_runner(settings: Settings, *, open_embedded: bool = True
+               ) -> Iterator[Callable[[str, dict[str, Any] | None], dict[str, Any]]]:
     """A function running read-only queries: through the running sink, or on a History opened
     here when no sink answers (embedded mode allows one process per data folder). A ClickHouse
-    server is always asked directly."""
+    server is always asked directly. Long-running roles pass `open_embedded=False`: they must
+    never hold the embedded engine the sink needs (HistoryUnavailable instead)."""
     if settings.clickhouse_url is None and _sink_answers(settings):
         yield lambda query, parameters=None: _remote(settings, query, parameters)
         return
+    if settings.clickhouse_url is None and not open_embedded:
+        raise HistoryUnavailable("the sink does not answer (embedded ClickHouse is the sink's)")
     history = History(settings)
     try:
         # Through JSON like the sink's answers, so callers see the same value types either way.

@@ -28,7 +28,7 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
-    """Logical name -> spec. Keys: usage, budgets, control, alerts, dlq, notify-dlq, deltas, acks."""
+    """Logical name -> spec. Keys: usage, budgets, control, alerts, dlq, notify-dlq, deltas, acks, autopilot."""
     p = settings.partitions
     compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "60000"}
     specs = [
@@ -43,6 +43,9 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
                   "Alert by scope key"),
         # One partition, like budgets: every worker follows all acks (operators' feedback).
         TopicSpec("acks", 1, compact, "AlertAck by budget|kind|scope: a detector quiet for a scope until a time"),
+        # One partition, like budgets: the autopilot's proposals, changes and operators' approvals,
+        # the latest status per decision id (the sink keeps every version in ClickHouse).
+        TopicSpec("autopilot", 1, compact, "AutopilotDecision by decision id"),
         TopicSpec("dlq", p, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},
                   "rejected usage bytes, reason in headers"),
         # One partition: the notifier's give-ups are few and read by people, in order.
