@@ -35,7 +35,7 @@ log=$home/server.log
 heap=${TOKENFUSE_KAFKA_HEAP:-512m}
 timeout=${TOKENFUSE_KAFKA_START_TIMEOUT:-90}
 python=${TOKENFUSE_PYTHON:-python3}
-roles=(runtime worker sink operator dashboard)  # tokenfuse/kafka/acls.py ROLES (a test checks they agree)
+roles=(runtime worker sink operator dashboard autopilot)  # tokenfuse/kafka/acls.py ROLES (a test checks they agree)
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 

@@ -50,6 +50,14 @@ MATRIX = [
     ("dashboard", "read", "usage", True),
     ("dashboard", "write", "control", False),
     ("dashboard", "write", "budgets", False),
+    ("autopilot", "read", "alerts", True),
+    ("autopilot", "write", "budgets", True),
+    ("autopilot", "write", "autopilot", True),
+    ("autopilot", "write", "control", False),
+    ("autopilot", "write", "alerts", False),
+    ("autopilot", "read", "usage", False),
+    ("operator", "write", "autopilot", True),
+    ("sink", "write", "autopilot", False),
 ]
 
 

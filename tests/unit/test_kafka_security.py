@@ -111,9 +111,10 @@ def test_secrets_never_show_in_the_settings_repr():
 def test_only_the_worker_writes_alerts_deltas_dlq_and_only_worker_and_operators_write_control():
     grants = role_grants(Settings())
     writers = {topic: sorted({g.role for g in grants if g.operation == "WRITE" and g.name == f"tokenfuse.{topic}"})
-               for topic in ("usage", "budgets", "control", "alerts", "deltas", "dlq")}
-    assert writers == {"usage": ["runtime"], "budgets": ["operator"], "control": ["operator", "worker"],
-                       "alerts": ["worker"], "deltas": ["worker"], "dlq": ["worker"]}
+               for topic in ("usage", "budgets", "control", "alerts", "deltas", "dlq", "autopilot")}
+    assert writers == {"usage": ["runtime"], "budgets": ["autopilot", "operator"], "control": ["operator", "worker"],
+                       "alerts": ["worker"], "deltas": ["worker"], "dlq": ["worker"],
+                       "autopilot": ["autopilot", "operator"]}
 
 
 def test_sink_and_dashboard_write_nothing_and_nobody_gets_cluster_wide_rights():

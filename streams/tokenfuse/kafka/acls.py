@@ -6,8 +6,11 @@ Who may do what (the kill switch is only as safe as the right to write the contr
 - worker: read usage, budgets, deltas and control (manual states, versions: docs/control-plane.md);
   write deltas, control, alerts, DLQ; its own changelog
   topics (created by Faust), consumer group and transactional ids (all named `<app_id>...`).
-- sink: read usage, alerts, control, budgets with its group `<app_id>-sink`; writes nothing.
-- operator: read and write budgets and control (`budgets apply`, `kill`, `release`).
+- sink: read usage, alerts, control, budgets, autopilot with its group `<app_id>-sink`; writes nothing.
+- operator: read and write budgets, control and autopilot (`budgets apply`, `kill`, `release`,
+  `autopilot approve`).
+- autopilot: read alerts, budgets and autopilot with its group `<app_id>-autopilot`; write budgets
+  and autopilot in transactions (`<app_id>-autopilot`).
 - dashboard: read usage, budgets, control, alerts, DLQ with groups `<app_id>-dashboard...`.
 Every role may describe the tokenfuse topics (see which exist: `create_topics` checks them).
 Creating the topics and these ACLs is the cluster admin's job (a super user).
@@ -25,7 +28,7 @@ from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, 
 from tokenfuse.config import Settings
 from tokenfuse.errors import ConfigError, TokenfuseError
 
-ROLES = ("runtime", "worker", "sink", "operator", "dashboard")
+ROLES = ("runtime", "worker", "sink", "operator", "dashboard", "autopilot")
 # The local secured broker's SCRAM users are these names (deploy/kafka/kafka.sh).
 USER_PREFIX = "tokenfuse-"
 
@@ -62,7 +65,7 @@ def role_grants(settings: Settings) -> list[Grant]:
     grants.extend(Grant("worker", "DESCRIBE", "group", follow + t(name)) for name in ("budgets", "control"))
     grants.append(Grant("worker", "DESCRIBE", "group", "tokenfuse-recovery-probe"))
     grants.extend(Grant(role, "DESCRIBE", "group", f"{follow}{settings.topic_prefix}.", prefixed=True)
-                  for role in ("operator", "dashboard"))
+                  for role in ("operator", "dashboard", "autopilot"))
     topics("runtime", "WRITE", "usage")
     topics("runtime", "READ", "control")
     topics("worker", "READ", "usage", "budgets", "deltas", "control")
@@ -71,12 +74,16 @@ def role_grants(settings: Settings) -> list[Grant]:
                   for op in ("CREATE", "READ", "WRITE"))
     grants.append(Grant("worker", "READ", "group", app))
     grants.extend(Grant("worker", op, "transactional_id", f"{app}-", prefixed=True) for op in ("WRITE", "DESCRIBE"))
-    topics("sink", "READ", "usage", "alerts", "control", "budgets")
+    topics("sink", "READ", "usage", "alerts", "control", "budgets", "autopilot")
     grants.append(Grant("sink", "READ", "group", f"{app}-sink"))
-    topics("operator", "READ", "budgets", "control")
-    topics("operator", "WRITE", "budgets", "control")
+    topics("operator", "READ", "budgets", "control", "autopilot")
+    topics("operator", "WRITE", "budgets", "control", "autopilot")
     topics("dashboard", "READ", "usage", "budgets", "control", "alerts", "dlq")
     grants.append(Grant("dashboard", "READ", "group", f"{app}-dashboard", prefixed=True))
+    topics("autopilot", "READ", "alerts", "budgets", "autopilot")
+    topics("autopilot", "WRITE", "budgets", "autopilot")
+    grants.append(Grant("autopilot", "READ", "group", f"{app}-autopilot"))
+    grants.extend(Grant("autopilot", op, "transactional_id", f"{app}-autopilot") for op in ("WRITE", "DESCRIBE"))
     return sorted(grants, key=lambda g: ROLES.index(g.role))  # stable: each role's grants in order
 
 
