@@ -211,3 +211,33 @@ def test_the_sql_views_give_the_reports_numbers(november, history):
     assert history.select("SELECT budget_id, `limit` FROM budgets_current").rows == [("teams-day", 500_000)]
     assert history.select("SELECT alerts FROM alerts_monthly WHERE scope = 'team:acme/search'").rows == [(2,)]
     assert history.select("SELECT blocks FROM blocks_monthly WHERE scope = 'team:acme/search'").rows == [(1,)]
+
+
+RAW_RUNS = {  # --by kind -> (group expression, filter) over the raw events: what runs_by_day must equal
+    "team": ("concat('team:', org, '/', team)", "1"), "agent": ("concat('agent:', agent)", "1"),
+    "user": ("concat('user:', assumeNotNull(user))", "ifNull(user, '') != ''"),
+    "tag:env": ("concat('tag:env=', tags['env'])", "mapContains(tags, 'env')"),
+}
+
+
+@pytest.mark.parametrize("by", sorted(RAW_RUNS))
+def test_runs_per_group_from_the_daily_run_sets_equal_the_raw_events_also_after_a_repeated_backfill(
+        november, history, by):
+    from tokenfuse.history.migrate import migration_files, statements
+
+    group, where = RAW_RUNS[by]
+    raw = dict(history.select(
+        f"SELECT {group}, uniqExact(run) FROM usage_events WHERE event_time >= fromUnixTimestamp64Milli({NOV}) "
+        f"AND event_time < fromUnixTimestamp64Milli({DEC}) AND ifNull(run, '') != '' AND {where} GROUP BY 1").rows)
+    month = Month.parse("2026-11", DEC + 2 * DAY)
+
+    def runs() -> dict[str, int]:
+        return {r.group: r.runs for r in chargeback(november, month, Grouping.parse(by)).rows if r.runs}
+
+    assert raw and runs() == raw
+    backfill = statements(next(p for p in migration_files() if "runs_by_day" in p.name).read_text())[-1]
+    assert backfill.startswith("INSERT INTO runs_by_day")
+    history.command("TRUNCATE TABLE runs_by_day")
+    history.command(backfill)
+    history.command(backfill)  # a migration interrupted and run again: sets count nothing twice
+    assert runs() == raw

@@ -15,7 +15,7 @@ from tokenfuse.resources import resource_path
 
 TABLES = {"usage_events", "alerts", "control_changes", "budgets_history",
           "usage_by_minute", "usage_by_hour", "usage_by_day", "alert_acks", "agents_by_hour",
-          "autopilot_decisions"}
+          "autopilot_decisions", "runs_by_day"}
 
 
 def tables(h: History) -> dict[str, str]:

@@ -10,10 +10,10 @@ alerts and blocks of the period, and shared cost allocated (tokenfuse.history.sh
 - forecast: for the current month, the month-to-date cost projected linearly to the month's end
   (direct x month length / time elapsed); for a past month, the actual.
 - variance: forecast - budget (positive = over budget), and as % of the budget.
-- runs: distinct run ids of the group's events (raw usage_events; the rollups have no runs);
+- runs: distinct run ids of the group's events (the per-day run sets of runs_by_day);
   cost per run = direct cost / runs.
 - cached share: cached input tokens / input tokens.
-Every user value is a bound parameter; the SQL fragments chosen by --by are fixed below.
+Every user value is a bound parameter.
 """
 
 from __future__ import annotations
@@ -28,15 +28,8 @@ from tokenfuse.history.shared_cost import UNTAGGED, Allocation, Rule, allocate, 
 from tokenfuse.usage.scopes import matches
 from tokenfuse.usage.windows import parse_window
 
-# --by kind -> (grouping expression over usage_events, filter), fixed SQL.
-_RAW_GROUP = {
-    "team": ("concat('team:', org, '/', team)", "1"),
-    "org": ("concat('org:', org)", "1"),
-    "agent": ("concat('agent:', agent)", "1"),
-    "user": ("concat('user:', assumeNotNull(user))", "ifNull(user, '') != ''"),
-    "model": ("concat('model:', model)", "1"),
-    "tag": ("concat('tag:', {tag:String}, '=', tags[{tag:String}])", "mapContains(tags, {tag:String})"),
-}
+# --by kinds: the scope kinds a report groups by (`tag` with a key).
+KINDS = ("team", "org", "agent", "user", "model", "tag")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
@@ -50,8 +43,8 @@ class Grouping:
     @classmethod
     def parse(cls, by: str) -> "Grouping":
         kind, _, tag = by.partition(":")
-        if kind not in _RAW_GROUP or (kind == "tag") != bool(tag) or "=" in tag:
-            raise ReportError(f"--by must be one of {', '.join(k for k in _RAW_GROUP if k != 'tag')} or tag:KEY, "
+        if kind not in KINDS or (kind == "tag") != bool(tag) or "=" in tag:
+            raise ReportError(f"--by must be one of {', '.join(k for k in KINDS if k != 'tag')} or tag:KEY, "
                               f"got {by!r}")
         return cls(kind, tag)
 
@@ -196,14 +189,12 @@ def _usage(run: Runner, month: Month, grouping: Grouping) -> tuple[dict[str, Row
 
 
 def _runs(run: Runner, month: Month, grouping: Grouping, rows: dict[str, Row]) -> None:
-    group, where = _RAW_GROUP[grouping.kind]
-    # Runs are not rolled up (countless and short-lived), so this scans the month's raw events; exact
-    # over 64-bit hashes of the run ids (a collision needs billions of runs), cheaper than the strings.
-    result = run(f"SELECT {group} AS grp, uniqExact(cityHash64(run)) FROM usage_events "
-                 "WHERE event_time >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') "
-                 "AND event_time < fromUnixTimestamp64Milli({end:Int64}, 'UTC') "
-                 f"AND ifNull(run, '') != '' AND {where} GROUP BY grp",
-                 {"start": month.start_ms, "end": month.read_until, "tag": grouping.tag})
+    # From the per-day sets of run ids (runs_by_day, migration 014): the union of the period's days.
+    # Months start and end at UTC midnight; the current month's last day holds the events so far.
+    result = run("SELECT scope, uniqExactMerge(runs) FROM runs_by_day WHERE startsWith(scope, {prefix:String}) "
+                 "AND day >= toDate(fromUnixTimestamp64Milli({start:Int64}, 'UTC')) "
+                 "AND day <= toDate(fromUnixTimestamp64Milli({last:Int64}, 'UTC')) GROUP BY scope",
+                 {"prefix": grouping.prefix, "start": month.start_ms, "last": month.read_until - 1})
     for key, runs in result["rows"]:
         if key in rows:
             rows[key].runs = int(runs)
