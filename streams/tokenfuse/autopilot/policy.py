@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from tokenfuse.config.yamlnodes import Problems, compose_file, decimal_value, describe, mapping, sequence, unknown_keys, value
+from tokenfuse.config.yamlnodes import Problems, compose_file, decimal_value, describe, mapping, top_list, unknown_keys, value
 from tokenfuse.usage.windows import parse_duration_ms
 
 MODES = ("dry-run", "approve", "auto")
@@ -90,18 +90,11 @@ def load_policy(path: Path, source: str | None = None) -> Policy:
 def parse_policy(root: yaml.Node | None, source: str) -> Policy:
     problems = Problems(source)
     rules: list[Rule] = []
-    if root is None:
-        problems.add(None, "", "the file is empty; expected an 'autopilot:' list")
-    elif (top := mapping(root, "", problems)) is not None:
-        unknown_keys(top, ("autopilot",), "", problems)
-        if "autopilot" not in top:
-            problems.add(root, "", "missing the 'autopilot:' list")
-        else:
-            first_line: dict[str, int] = {}
-            for i, node in sequence(top["autopilot"][1], "autopilot", problems):
-                rule = _rule(node, f"autopilot[{i}]", problems, first_line)
-                if rule is not None:
-                    rules.append(rule)
+    first_line: dict[str, int] = {}
+    for i, node in top_list(root, "autopilot", problems):
+        rule = _rule(node, f"autopilot[{i}]", problems, first_line)
+        if rule is not None:
+            rules.append(rule)
     problems.raise_if_any("autopilot policy")
     return Policy(tuple(rules), source)
 

@@ -3,7 +3,6 @@ change, so it needs the same authority as one), verified by everyone who acts on
 
 from __future__ import annotations
 
-from typing import Any
 
 from tokenfuse.autopilot.book import Decision
 from tokenfuse.config import Settings

@@ -35,7 +35,8 @@ import yaml
 from tokenfuse.usage.scopes import validate_scope
 from tokenfuse.budgets.detection import parse_detection
 from tokenfuse.usage.windows import WindowSpec, parse_window
-from tokenfuse.config.yamlnodes import Problems, compose_file, decimal_value, describe, mapping, sequence, unknown_keys, value
+from tokenfuse.config.yamlnodes import (Problems, compose_file, decimal_value, describe, mapping, sequence, top_list,
+                                        unknown_keys, value)
 
 METRICS = ("input_tokens", "output_tokens", "total_tokens", "cost_micro_usd", "cost_usd")
 ACTIONS = ("alert", "warn", "throttle", "block")
@@ -60,18 +61,11 @@ def parse_budgets(root: yaml.Node | None, source: str, *, now_ms: int | None = N
     problems = Problems(source)
     updated_at = int(time.time() * 1000) if now_ms is None else now_ms
     budgets: list[dict[str, Any]] = []
-    if root is None:
-        problems.add(None, "", "the file is empty; expected a 'budgets:' list")
-    elif (top := mapping(root, "", problems)) is not None:
-        unknown_keys(top, ("budgets",), "", problems)
-        if "budgets" not in top:
-            problems.add(root, "", "missing the 'budgets:' list")
-        else:
-            first_line: dict[str, int] = {}
-            for i, node in sequence(top["budgets"][1], "budgets", problems):
-                budget = _budget(node, f"budgets[{i}]", problems, first_line)
-                if budget is not None:
-                    budgets.append({**budget, "updated_at": updated_at})
+    first_line: dict[str, int] = {}
+    for i, node in top_list(root, "budgets", problems):
+        budget = _budget(node, f"budgets[{i}]", problems, first_line)
+        if budget is not None:
+            budgets.append({**budget, "updated_at": updated_at})
     problems.raise_if_any("budgets")
     return budgets
 

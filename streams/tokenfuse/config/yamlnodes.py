@@ -90,6 +90,23 @@ def sequence(node: yaml.Node | None, path: str, problems: Problems) -> Iterator[
     return enumerate(node.value)
 
 
+def top_list(root: yaml.Node | None, key: str, problems: Problems) -> Iterator[tuple[int, yaml.Node]]:
+    """The items of a file that is one `key:` list (budgets, autopilot policy), with the file's own
+    problems (empty, another top-level key, no list) reported."""
+    article = "an" if key[0] in "aeiou" else "a"
+    if root is None:
+        problems.add(None, "", f"the file is empty; expected {article} '{key}:' list")
+        return iter(())
+    top = mapping(root, "", problems)
+    if top is None:
+        return iter(())
+    unknown_keys(top, (key,), "", problems)
+    if key not in top:
+        problems.add(root, "", f"missing the '{key}:' list")
+        return iter(())
+    return sequence(top[key][1], key, problems)
+
+
 def unknown_keys(fields: dict[str, tuple[yaml.Node, yaml.Node]], allowed: tuple[str, ...], path: str,
                  problems: Problems) -> None:
     for key, (key_node, _) in fields.items():
