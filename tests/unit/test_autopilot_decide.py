@@ -55,6 +55,8 @@ def test_a_budget_flagged_by_a_loop_is_never_raised_in_that_window_and_may_be_af
     assert refused.decision.reason.startswith("held: loop alert a|run:r|loop|f|5")
     [next_window] = p.alert(forecast("a", 3_000, T0 + HOUR + 1), T0 + HOUR + 1)
     assert next_window.decision.status == "applied"
+    old = {"kind": "spike", "alert_id": "a|spike|old", "budget_id": "a", "scope": "agent:a", "created_at": T0 + 5}
+    assert p.alert(old, T0 + HOUR + 2) == []  # read again after its window: holds nothing
 
 
 def test_an_approval_after_the_window_ended_is_refused_and_a_timely_one_is_rebounded():

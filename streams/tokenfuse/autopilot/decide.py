@@ -131,13 +131,16 @@ def on_forecast(book: Book, policy: Policy, forecast: Forecast, now_ms: int) -> 
 
 def on_flag(book: Book, policy: Policy, alert: Mapping[str, Any], now_ms: int) -> list[Decision]:
     """Holds for the budgets a loop, spike or runaway alert concerns: never raised until the end
-    of their current window."""
+    of the window the alert came in (an old alert read again holds nothing)."""
     holds = []
+    at = alert.get("created_at") or now_ms
     for budget in book.budgets.values():
         rule = policy.rule_for(budget["id"])
         if rule is None or (budget["id"] != alert.get("budget_id") and budget["scope"] != alert["scope"]):
             continue
-        window_end = parse_window(budget["window"], budget.get("timezone") or "UTC").bounds(now_ms)[1]
+        window_end = parse_window(budget["window"], budget.get("timezone") or "UTC").bounds(at)[1]
+        if window_end <= now_ms:
+            continue
         hold = _decision(book, rule, budget, "hold", alert["alert_id"], now_ms, status="held",
                          new_limit=budget["limit"], window_end=window_end,
                          reason=f"{alert['kind']} alert {alert['alert_id']} on {alert['scope']}")
