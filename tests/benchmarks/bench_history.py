@@ -32,6 +32,7 @@ from tokenfuse.usage.pricing import PriceCatalog
 
 DAY = 86_400_000
 AGENTS, TEAMS, MODELS, RUNS = 2000, 40, ["gpt-4o-mini", "gpt-4o", "claude-sonnet-4", "gemini-2.5-flash"], 50_000
+RUNS_PER_AGENT = RUNS // AGENTS  # a run is one agent's (its id names the agent), as in the SDK
 
 
 def sample_rows(n: int, now_ms: int, catalog: PriceCatalog, offset0: int = 0, spread_ms: int = 600_000) -> list[list]:
@@ -43,7 +44,7 @@ def sample_rows(n: int, now_ms: int, catalog: PriceCatalog, offset0: int = 0, sp
         agent = rng.randrange(AGENTS)
         model = MODELS[agent % len(MODELS)]
         event = {"event_id": str(uuid.uuid4()), "event_time": now_ms - rng.randrange(spread_ms), "org": "acme",
-                 "team": f"team-{agent % TEAMS}", "agent": f"agent-{agent}", "run": f"run-{rng.randrange(RUNS)}",
+                 "team": f"team-{agent % TEAMS}", "agent": f"agent-{agent}", "run": f"run-{agent}-{rng.randrange(RUNS_PER_AGENT)}",
                  "user": None, "model": model, "provider": "openai", "input_tokens": rng.randrange(100, 5000),
                  "output_tokens": rng.randrange(10, 1000), "cached_tokens": 0, "cost_micro_usd": None,
                  "tags": {"env": "prod"}}
@@ -77,7 +78,7 @@ def generate(history: History, table: str, n: int, now_ms: int, spread_ms: int, 
             kafka_partition, kafka_offset)
         SETTINGS insert_deduplication_token = 'bench-{table}-{first}'
         SELECT generateUUIDv4(), fromUnixTimestamp64Milli(toInt64({now_ms} - rand(1) % {spread_ms}), 'UTC'),
-            'acme', 'team-' || toString(a % {TEAMS}), 'agent-' || toString(a), 'run-' || toString(rand(2) % {RUNS}),
+            'acme', 'team-' || toString(a % {TEAMS}), 'agent-' || toString(a), 'run-' || toString(a) || '-' || toString(rand(2) % {RUNS_PER_AGENT}),
             NULL, ['{"','".join(MODELS)}'][a % {len(MODELS)} + 1], 'openai', 100 + rand(3) % 4900,
             10 + rand(4) % 990, 0, rand(5) % 20000, 'catalog', map('env', 'prod'), 0, {first} + number
         FROM (SELECT number, rand(6) % {AGENTS} AS a FROM numbers({n}))""")

@@ -1,14 +1,15 @@
 """Recommendation and chargeback latency on the embedded engine, on demand:
     python -m tests.benchmarks.bench_plan [--rows 10000000] [--data DIR]
 
-Loads `--rows` usage events over the last 30 days (40 teams, 2,000 agents, 50,000 runs; generated
+Loads `--rows` usage events over the last 30 days (40 teams, 2,000 agents, 50,000 runs of 25 per
+agent; generated
 inside ClickHouse through the rollup views, as tests/benchmarks/bench_history.py does), then
 measures in one run (median of 5 after a warm-up), each against a baseline computing the same
 numbers from the raw usage_events table:
   - budgets recommend --scope team:* --window day --lookback 30d (query + percentiles, margin,
     backtests, parent fit), and for every agent (agent:*);
-  - report chargeback by team over the 30 days (rollups + runs from the raw events + alerts,
-    blocks, budgets, shared cost).
+  - report chargeback by team over the 30 days (rollups + runs from the per-day run sets of
+    runs_by_day + alerts, blocks, budgets, shared cost).
 Goal: <= 1 s each. `--data DIR` keeps the loaded events there and reuses them on the next run
 (the load takes minutes; event times are then relative to that first run).
 """
@@ -51,7 +52,7 @@ def main() -> None:
         now_ms = int(time.time() * 1000)
         print(f"loading {args.rows - stored:,} events over the last 30 days...", flush=True)
         bulk_load(history, args.rows - stored, now_ms)
-        for table in ("usage_by_hour", "usage_by_day"):
+        for table in ("usage_by_hour", "usage_by_day", "runs_by_day"):
             history.command(f"OPTIMIZE TABLE {table} FINAL")  # as background merges would have by now
         stored = args.rows
     now_ms = int(history.select("SELECT toUnixTimestamp64Milli(max(event_time)) FROM usage_events").rows[0][0]) + 1
