@@ -1,5 +1,6 @@
 """The autopilot role on the real broker: a forecast breach raises the budget within the policy's
-bounds before the block; approve mode waits for an operator; a loop holds its scope; a restart
+bounds before the block; a temporary raise ends with its window; approve mode waits for an operator;
+a spike holds its scope; a restart
 applies nothing twice; the sink keeps the audit trail in ClickHouse; a bad policy gets file:line
 errors."""
 
@@ -148,6 +149,29 @@ def test_approve_mode_waits_for_the_operator_and_a_restart_applies_nothing_twice
         assert shown.returncode == 0 and proposal.id in shown.stdout and "alice" in shown.stdout, shown.stderr
         listed = tokenfuse(settings, "budgets", "list")
         assert "raised 1,000 -> 1,800 until" in listed.stdout and proposal.id in listed.stdout, listed.stdout
+
+
+def test_a_temporary_raise_returns_to_the_operators_limit_when_its_window_ends(settings, views, tmp_path):
+    budgets, decisions = views
+    window = 10_000  # 10s tumbling windows: the test sees one end
+    publish_budget(settings, id="team-search", scope="team:acme/search", metric="total_tokens", window="10s",
+                   limit=10_000)
+    publish_budget(settings, id="agent-b", scope="agent:b", metric="total_tokens", window="10s", limit=1_000,
+                   description="set by ops")
+    with autopilot(settings, tmp_path, "auto", "agent-b", floor=500, cap=5_000, step=4_000).start():
+        assert wait_until(lambda: 1_000 < time.time() * 1000 % window < 4_000, 15)  # early in a window
+        now = int(time.time() * 1000)
+        start = now - now % window
+        publish_alert(settings, **{**forecast_alert("agent-b", "agent:b", projected=2_000, now=now),
+                                   "alert_id": f"agent-b|agent:b|{start}|forecast|1", "window_start": start,
+                                   "window_end": start + window})
+        assert wait_until(lambda: budgets.snapshot()["agent-b"]["limit"] == 2_400, 10)
+        assert time.time() * 1000 < start + window and "[autopilot ap-" in budgets.snapshot()["agent-b"]["description"]
+        assert wait_until(lambda: budgets.snapshot()["agent-b"]["limit"] == 1_000, 20)
+        assert time.time() * 1000 >= start + window  # not before the window ended
+    kinds = sorted((d.kind, d.status, d.new_limit) for d in decisions.snapshot().values())
+    assert kinds == [("expire", "applied", 1_000), ("raise", "applied", 2_400)]
+    assert budgets.snapshot()["agent-b"]["description"].startswith("set by ops [autopilot ")
 
 
 class SinkAndRestart:
