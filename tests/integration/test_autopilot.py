@@ -1,8 +1,7 @@
 """The autopilot role on the real broker: a forecast breach raises the budget within the policy's
-bounds before the block; a temporary raise ends with its window; approve mode waits for an operator;
-a spike holds its scope; a restart
-applies nothing twice; the sink keeps the audit trail in ClickHouse; a bad policy gets file:line
-errors."""
+bounds before the block; a temporary raise ends with its window; approve mode waits for an
+operator; a spike holds its scope; a restart applies nothing twice; the sink keeps the audit
+trail in ClickHouse; a bad policy gets file:line errors."""
 
 from __future__ import annotations
 
