@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 from tokenfuse.budgets.store import read_budgets
 from tokenfuse.cli.main import main
 from tokenfuse.config import Settings
+from tokenfuse.kafka.follow import watermarks
 
 BUDGET_A = """\
   - id: team-hourly
@@ -51,7 +52,7 @@ def budgets_file(tmp_path: Path, *entries: str) -> str:
 def end_offset(settings: Settings) -> int:
     consumer = Consumer({**settings.kafka_config, "group.id": "unused"})
     try:
-        return consumer.get_watermark_offsets(TopicPartition(settings.topic("budgets"), 0), timeout=10)[1]
+        return watermarks(consumer, TopicPartition(settings.topic("budgets"), 0))[1]  # retries "not leader"
     finally:
         consumer.close()
 
