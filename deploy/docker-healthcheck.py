@@ -3,6 +3,7 @@
 
   worker: its web server answers /stats (it serves only once the Faust worker runs).
   sink:   the ClickHouse server it writes to answers and holds the usage_events table.
+  notify, autopilot: their /metrics answer (served once the role follows its topics).
 Exit 0 = healthy; anything else prints why.
 """
 
@@ -28,7 +29,11 @@ def main(role: str) -> int:
         client = clickhouse_connect.get_client(dsn=settings.clickhouse_url.get_secret_value(),
                                                connect_timeout=3, send_receive_timeout=4)
         return 0 if client.command("EXISTS TABLE usage_events") == 1 else 1
-    print(f"unknown role {role!r} (worker, sink)")
+    if role in ("notify", "autopilot"):
+        port = settings.notify_metrics_port if role == "notify" else settings.autopilot_metrics_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=4) as reply:
+            return 0 if reply.status == 200 else 1
+    print(f"unknown role {role!r} (worker, sink, notify, autopilot)")
     return 2
 
 

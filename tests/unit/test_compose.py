@@ -20,7 +20,7 @@ SERVICES: dict[str, dict] = COMPOSE["services"]
 DEFAULTS = Settings()
 DEFAULT_KAFKA_PORT = int(DEFAULTS.bootstrap_servers.rsplit(":", 1)[1])
 # Every command the stack runs, and the subcommands it needs from `tokenfuse`.
-USED_COMMANDS = {"topics", "db", "worker", "sink"}
+USED_COMMANDS = {"topics", "db", "worker", "sink", "notify", "autopilot"}
 
 
 def tokenfuse_services() -> dict[str, dict]:
