@@ -5,7 +5,8 @@
 The same synthetic usage as bench_engine (2000 agents, 20000 runs, request fingerprints) folded
 into per-scope deltas in batches of 5000 events, settled by the engine (engine/settle.py) with
 the bench_engine budgets, detectors off and on, alternately for `rounds` rounds (so a machine
-whose load changes meanwhile affects both alike). No Kafka: this isolates what the detectors add
+whose load changes meanwhile affects both alike), each scope's changelog value serialised once
+per batch as the account stage writes it. No Kafka: this isolates what the detectors add
 to a settle; bench_engine --detectors measures the whole worker.
 """
 
@@ -63,6 +64,7 @@ def settle_all(work: list[dict[str, list]], detectors: bool) -> float:
         for scope, deltas in by_scope.items():
             record = records.get(scope) or ScopeRecord()
             settler.settle(scope, record, [d for d in deltas], index, deltas[-1].second_ms)
+            record.to_json()  # the changelog value, once per scope and batch, as the account stage writes it
             records[scope] = record
     return time.process_time() - t0
 

@@ -130,6 +130,7 @@ def test_a_ramps_warning_depends_on_event_time_only_not_on_how_batches_cut_its_s
     one_by_one = ramp_alerts([[k] for k in range(139)])
     by_second = ramp_alerts([list(range(k, k + 5)) for k in range(0, 139, 5)])
     uneven = ramp_alerts([list(range(k, min(k + 3, 139))) for k in range(0, 139, 3)])
-    assert len(one_by_one) == 1 and one_by_one == by_second == uneven
+    catching_up = ramp_alerts([list(range(139))])  # a worker behind: the warning and the breach in one batch
+    assert len(one_by_one) == 1 and one_by_one == by_second == uneven == catching_up
     alert = one_by_one[0]
     assert alert["created_at"] < breach and alert["eta_p10"] <= breach <= alert["eta_p90"]

@@ -96,26 +96,29 @@ class BurnRate:
 
     def observe(self, t_ms: int, amount: float, events: int = 1) -> None:
         """Add `amount` spent at `t_ms` (a delta; `amount` already deseasonalised if a profile
-        is used)."""
+        is used). In event-time order it costs two exponentials (the noise sum decays like the
+        slow one); a late delta two more."""
         block = self.block_ms
         start = t_ms - t_ms % block
         if start > self.block_start:
             self._close_block(start)
+            self.block_start, self.block_sum = start, amount
         elif start == self.block_start:
             self.block_sum += amount
-        if t_ms > self.last_ms:
-            dt = t_ms - self.last_ms
-            self.fast *= math.exp(-self._lf * dt)
-            self.slow *= math.exp(-self._ls * dt)
-            self.noise *= math.exp(-self._ls * dt)
-            self.last_ms = t_ms
-            age = 0
+        ls = LN2 / (self.half_life_ms * SLOW_RATIO)
+        if t_ms >= self.last_ms:
+            if t_ms > self.last_ms:
+                slow_decay = math.exp(-ls * (t_ms - self.last_ms))
+                self.fast *= math.exp(-ls * SLOW_RATIO * (t_ms - self.last_ms))
+                self.slow *= slow_decay
+                self.noise *= slow_decay
+                self.last_ms = t_ms
+            self.fast += amount
+            self.slow += amount
         else:
             age = self.last_ms - t_ms
-        self.fast += amount * math.exp(-self._lf * age)
-        self.slow += amount * math.exp(-self._ls * age)
-        if start > self.block_start or self.block_start < 0:
-            self.block_start, self.block_sum = start, amount
+            self.fast += amount * math.exp(-ls * SLOW_RATIO * age)
+            self.slow += amount * math.exp(-ls * age)
         self.events += events
 
     @property

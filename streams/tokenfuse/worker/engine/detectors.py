@@ -54,15 +54,20 @@ class LoopRule:
 @dataclass
 class LoopState:
     """Recent call times per fingerprint (ascending, at most `repeats`), and the fingerprints
-    whose loop has fired and not yet fallen silent."""
+    whose loop has fired and not yet fallen silent. `quiet_from` is at most the oldest
+    fingerprint's last call: `forget` scans nothing before it can drop one (it ran on every
+    settle and was the loop detector's main cost, scanning up to 64 fingerprints each time)."""
 
     seen: dict[str, list[int]] = field(default_factory=dict)
     fired: list[str] = field(default_factory=list)
+    quiet_from: int = 0
 
     def observe(self, rule: LoopRule, fingerprint: str, t_ms: int, count: int = 1) -> bool:
         """Record `count` calls with `fingerprint` at `t_ms`; True if this makes it a loop
         (the first time in an episode). Call `forget` as time moves on."""
         times = self.seen.setdefault(fingerprint, [])
+        if not times:  # a new fingerprint may be the oldest; calls of known ones only make theirs newer
+            self.quiet_from = min(self.quiet_from, t_ms) if len(self.seen) > 1 else t_ms
         for _ in range(min(count, rule.repeats)):
             bisect.insort(times, t_ms)
         del times[:-rule.repeats]
@@ -79,16 +84,19 @@ class LoopState:
     def forget(self, rule: LoopRule, now_ms: int) -> None:
         """Drop fingerprints silent for `within` before `now_ms`: their episode ends."""
         horizon = now_ms - rule.within_ms
+        if self.quiet_from > horizon:
+            return
         for fp in [fp for fp, times in self.seen.items() if times[-1] <= horizon]:
             del self.seen[fp]
         self.fired = [fp for fp in self.fired if fp in self.seen]
+        self.quiet_from = min((times[-1] for times in self.seen.values()), default=0)
 
     def to_json(self) -> list[Any]:
-        return [self.seen, self.fired]
+        return [self.seen, self.fired, self.quiet_from]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> "LoopState":
-        return cls(data[0], data[1])
+        return cls(*data)  # [seen, fired] before quiet_from: 0 scans at the next forget
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,20 @@
 """The forecast, loop and spike detectors as plug-ins of the accounting stage (settle.Detector).
 
-Each keeps its state per budget in `record.detectors[name]` (compact JSON: the changelog value),
-returns alerts and the enforcement entries its budgets' actions ask for (keys `name:budget`),
+Each keeps its state per budget in `record.detectors[name]` (an object between changelog writes,
+its compact JSON in the changelog value: record.to_json), returns alerts and the enforcement entries its budgets' actions ask for (keys `name:budget`),
 and stays quiet on a scope an operator acknowledged as expected (`Quiet`, the acks topic).
 The logic lives in forecast.py and detectors.py; here it meets budgets and scope records.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 from tokenfuse.usage.windows import Window, metric
 from tokenfuse.worker.engine.burn_rate import BurnRate
 from tokenfuse.worker.engine.deltas import LOOP_SCOPES, Delta
-from tokenfuse.worker.engine.detectors import BUCKET_MS, LoopRule, LoopState, SpikeRule, SpikeState, loop_alert, spike_alert
+from tokenfuse.worker.engine.detectors import BUCKET_MS, PROBE_BUCKETS, LoopRule, LoopState, SpikeRule, SpikeState, loop_alert, spike_alert
 from tokenfuse.worker.engine.forecast import (SECOND_MS, ForecastRule, ForecastState, deseasonalised, forecast,
                                               forecast_alert, observed_at, step_warning)
 from tokenfuse.worker.engine.record import Enforcement, ScopeRecord
@@ -35,6 +36,10 @@ class NeverQuiet:
 
 
 def amount(delta: Delta, name: str) -> int:
+    if name == "total_tokens":  # the common metrics without building a totals list per delta
+        return delta.input_tokens + delta.output_tokens
+    if name == "cost_micro_usd":
+        return delta.cost_micro_usd
     return metric([delta.input_tokens, delta.output_tokens, delta.cached_tokens, delta.cost_micro_usd, delta.events],
                   name)
 
@@ -46,6 +51,47 @@ def entry(action: str, budget: ActiveBudget, window: Window, reason: str, until:
                        budget.window.until(window) if until is None else until, reason)
 
 
+class RuleCache:
+    """A budget's detector rule, parsed once per budget record instead of on every settle (a
+    dataclass built per scope and batch was a visible share of the detectors' cost). Holding
+    the budget dict keeps its id from being reused while cached."""
+
+    def __init__(self, parse: Callable[[dict[str, Any]], Any]):
+        self.parse = parse
+        self.cache: dict[int, tuple[dict[str, Any], Any]] = {}
+
+    def of(self, budget: dict[str, Any]) -> Any:
+        hit = self.cache.get(id(budget))
+        if hit is not None and hit[0] is budget:
+            return hit[1]
+        if len(self.cache) > 10_000:  # budgets replaced many times over
+            self.cache.clear()
+        rule = self.parse(budget)
+        self.cache[id(budget)] = (budget, rule)
+        return rule
+
+
+def loaded(raw: Any, cls: Any) -> Any:
+    """A detector state as an object: kept as one in the record between changelog writes
+    (record.to_json writes its JSON), decoded only when it comes from the changelog."""
+    return raw if isinstance(raw, cls) else cls.from_json(raw)
+
+
+@dataclass
+class LoopHold:
+    """The loop detector's state for one budget and scope, and until when its action holds."""
+
+    state: LoopState
+    until: int | None = None
+
+    def to_json(self) -> list[Any]:
+        return [self.state.to_json(), self.until]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> "LoopHold":
+        return cls(LoopState.from_json(data[0]), data[1])
+
+
 def store(record: ScopeRecord, name: str, kept: dict[str, Any]) -> None:
     """A detector's states for the budgets that still apply (none: no key at all)."""
     if kept:
@@ -54,28 +100,29 @@ def store(record: ScopeRecord, name: str, kept: dict[str, Any]) -> None:
         record.detectors.pop(name, None)
 
 
-def newest_second_from(deltas: Sequence[Delta]) -> int:
-    """Index of the first delta of the newest second (deltas in event-time order)."""
-    cut = len(deltas) - 1
-    while cut > 0 and deltas[cut - 1].second_ms >= deltas[-1].second_ms:
-        cut -= 1
-    return max(cut, 0)
-
-
-def complete_until(state: ForecastState, newest_second: int) -> int | None:
-    """The end of the newest second the burn rate has seen, if it is complete (a delta of a later
-    second has come). Warnings are judged there, on the rate before the newer deltas are added, so
-    they depend on event time alone, not on how the worker's batches cut the stream: a partial
-    second would look like a dip in the rate, a second ahead like a jump."""
-    rate = state.rate
-    if not rate.events:
-        return None
-    seen = rate.last_ms - rate.last_ms % SECOND_MS
-    return seen + SECOND_MS if seen < newest_second else None
-
-
 def no_profiles(scope: str, metric_name: str) -> None:
     return None
+
+
+@dataclass
+class Warn:
+    """Judges one budget's early warning on one scope at points of event time (ForecastDetector)."""
+
+    verdict: Verdict
+    scope: str
+    budget: ActiveBudget
+    rule: ForecastRule
+    window: Window
+    quiet: bool
+    profile: HourOfWeekProfile | None
+
+    def judge(self, state: ForecastState, at: int, spent: int, event_id: str) -> None:
+        b, w = self.budget.budget, self.window
+        move = step_warning(state, self.rule, self.budget.window, spent, b["limit"], w.start, w.end, at, self.profile)
+        if move is not None and not self.quiet:
+            fc = forecast(state.rate, spent, b["limit"], w.start, w.end, at, self.profile)
+            self.verdict.alerts.append(forecast_alert(move, b, self.scope, self.rule, fc, state.warning.episodes,
+                                                      event_id))
 
 
 class ForecastDetector:
@@ -88,6 +135,7 @@ class ForecastDetector:
     def __init__(self, quiet: Quiet | None = None, profiles: Profiles = no_profiles):
         self.acks = quiet or NeverQuiet()
         self.profiles = profiles
+        self.rules = RuleCache(ForecastRule.of)
 
     def observe(self, scope: str, record: ScopeRecord, deltas: Sequence[Delta], budgets: Sequence[ActiveBudget],
                 now_ms: int) -> Verdict:
@@ -95,50 +143,58 @@ class ForecastDetector:
         states = record.detectors.get(self.name, {})
         kept: dict[str, Any] = {}
         at = deltas[-1].second_ms if deltas else now_ms  # deltas come in event-time order
-        cut = newest_second_from(deltas)
         for budget in budgets:
             b = budget.budget
-            rule = ForecastRule.of(b)
+            rule = self.rules.of(b)
             if rule is None or budget.window.re_arms:
                 continue  # no forecast asked for, or a rolling window: no end to forecast against
             spec, name = budget.window, b["metric"]
             profile = self.profiles(scope, name) if spec.horizon_ms >= PROFILED_FROM_MS else None
             window = record.window(spec, at)
             spent = metric(window.totals, name)
-            # The newest second may be partial: the warning is judged before it (see complete_until).
-            closed_spent = spent - sum(amount(d, name) for d in deltas[cut:] if window.start <= d.second_ms)
+            amounts = [amount(d, name) for d in deltas]
+            before = spent - sum(a for d, a in zip(deltas, amounts) if window.start <= d.second_ms)
             if budget.id in states:
-                state = ForecastState.from_json(states[budget.id])
+                state = loaded(states[budget.id], ForecastState)
             else:  # what was spent before these deltas, spread over the window so far
-                before = closed_spent - sum(amount(d, name) for d in deltas[:cut] if window.start <= d.second_ms)
                 state = ForecastState.start(spec, window.start, before, observed_at(deltas[0].second_ms) if deltas else at)
             quiet = self.acks.quiet(budget.id, "forecast", scope, now_ms)
-            event_id = deltas[-1].last_event_id if deltas else ""
-            self._observe(state, deltas[:cut], name, profile)
-            check = complete_until(state, at) if deltas else now_ms  # the sweep: time moved on without usage
-            if check is not None and check > window.start:
-                self._warn(verdict, scope, budget, rule, state, window, (check, closed_spent), quiet, profile, event_id)
-            self._observe(state, deltas[cut:], name, profile)
+            warn = Warn(verdict, scope, budget, rule, window, quiet, profile)
+            if deltas:
+                self._feed(state, deltas, amounts, before, warn, profile)
+            elif state.warning.window_start == window.start:
+                # The sweep: time moved on without usage, within the window the warning watches (a
+                # later window at the worker's clock is no reason to reset it: a worker catching up
+                # after a restart still has usage of the watched window to add, and would number
+                # the warning's episodes again from 1).
+                warn.judge(state, now_ms, spent, "")
             if not quiet:
                 self._hold(verdict, budget, rule, state, window)
-            kept[budget.id] = state.to_json()
+            kept[budget.id] = state
         store(record, self.name, kept)
         return verdict
 
     @staticmethod
-    def _observe(state: ForecastState, deltas: Sequence[Delta], name: str, profile: HourOfWeekProfile | None) -> None:
-        observe = state.rate.observe
-        for d in deltas:
-            observe(observed_at(d.second_ms), deseasonalised(amount(d, name), d.second_ms, profile), d.events)
-
-    def _warn(self, verdict: Verdict, scope: str, budget: ActiveBudget, rule: ForecastRule, state: ForecastState,
-              window: Window, check: tuple[int, int], quiet: bool, profile: HourOfWeekProfile | None,
-              event_id: str) -> None:
-        b, (at, spent) = budget.budget, check
-        move = step_warning(state, rule, budget.window, spent, b["limit"], window.start, window.end, at, profile)
-        if move is not None and not quiet:
-            fc = forecast(state.rate, spent, b["limit"], window.start, window.end, at, profile)
-            verdict.alerts.append(forecast_alert(move, b, scope, rule, fc, state.warning.episodes, event_id))
+    def _feed(state: ForecastState, deltas: Sequence[Delta], amounts: list[int], spent: int, warn: "Warn",
+              profile: HourOfWeekProfile | None) -> None:
+        """Feed the deltas to the burn rate, judging the warning at the end of every second of
+        the window once it is complete (a delta of a later second comes), on the rate and spend
+        as they were then. So a warning depends on event time alone, not on how the worker's
+        batches cut the stream: a partial second would look like a dip in the rate, spend of
+        later seconds like a jump, and a batch spanning the warning and the breach (a worker
+        catching up) would skip the warning."""
+        rate, window_start = state.rate, warn.window.start
+        seen = rate.last_ms - rate.last_ms % SECOND_MS if rate.events else None
+        event_id = ""
+        for d, spend in zip(deltas, amounts):
+            if seen is not None and d.second_ms > seen >= window_start:
+                warn.judge(state, seen + SECOND_MS, spent, event_id)
+            rate.observe(observed_at(d.second_ms), deseasonalised(spend, d.second_ms, profile), d.events)
+            if d.second_ms >= window_start:
+                spent += spend
+            if seen is None or d.second_ms > seen:
+                seen = d.second_ms
+            event_id = d.last_event_id
 
     def _hold(self, verdict: Verdict, budget: ActiveBudget, rule: ForecastRule, state: ForecastState,
               window: Window) -> None:
@@ -159,7 +215,7 @@ class ForecastDetector:
             b, window = budget.budget, record.window(budget.window, at)
             spent = metric(window.totals, b["metric"])
             tracked = budget.id in states
-            rate = (ForecastState.from_json(states[budget.id]).rate if tracked
+            rate = (loaded(states[budget.id], ForecastState).rate if tracked
                     else BurnRate.start(budget.window, window.start, spent, at))
             profile = (self.profiles("", b["metric"]) if tracked and budget.window.horizon_ms >= PROFILED_FROM_MS
                        else None)
@@ -176,6 +232,7 @@ class LoopDetector:
 
     def __init__(self, quiet: Quiet | None = None):
         self.acks = quiet or NeverQuiet()
+        self.rules = RuleCache(LoopRule.of)
 
     def observe(self, scope: str, record: ScopeRecord, deltas: Sequence[Delta], budgets: Sequence[ActiveBudget],
                 now_ms: int) -> Verdict:
@@ -185,11 +242,11 @@ class LoopDetector:
         states = record.detectors.get(self.name, {})
         kept: dict[str, Any] = {}
         for budget in budgets:
-            rule = LoopRule.of(budget.budget)
+            rule = self.rules.of(budget.budget)
             if rule is None or not scope.startswith(rule.per + ":"):
                 continue
-            raw = states.get(budget.id)
-            state, until = (LoopState.from_json(raw[0]), raw[1]) if raw else (LoopState(), None)
+            hold = loaded(states[budget.id], LoopHold) if budget.id in states else LoopHold(LoopState())
+            state, until = hold.state, hold.until
             if deltas:
                 state.forget(rule, deltas[0].second_ms)
             for d in deltas:
@@ -205,7 +262,8 @@ class LoopDetector:
                 verdict.entries[f"{self.name}:{budget.id}"] = entry(
                     rule.action, budget, window, f"loop: one request repeated {rule.repeats} times within "
                                                  f"{rule.within_ms // 1000}s (budget {budget.id})", until)
-            kept[budget.id] = [state.to_json(), until if until is not None and until > now_ms else None]
+            hold.until = until if until is not None and until > now_ms else None
+            kept[budget.id] = hold
         store(record, self.name, kept)
         return verdict
 
@@ -218,6 +276,7 @@ class SpikeDetector:
 
     def __init__(self, quiet: Quiet | None = None):
         self.acks = quiet or NeverQuiet()
+        self.rules = RuleCache(SpikeRule.of)
 
     def observe(self, scope: str, record: ScopeRecord, deltas: Sequence[Delta], budgets: Sequence[ActiveBudget],
                 now_ms: int) -> Verdict:
@@ -225,10 +284,10 @@ class SpikeDetector:
         states = record.detectors.get(self.name, {})
         kept: dict[str, Any] = {}
         for budget in budgets:
-            rule = SpikeRule.of(budget.budget)
+            rule = self.rules.of(budget.budget)
             if rule is None:
                 continue
-            state = SpikeState.from_json(states[budget.id]) if budget.id in states else SpikeState()
+            state = loaded(states[budget.id], SpikeState) if budget.id in states else SpikeState()
             quiet = self.acks.quiet(budget.id, "spike", scope, now_ms)
             for i, d in enumerate(deltas):
                 # Checked once per bucket of the batch: at its last delta.
@@ -237,12 +296,14 @@ class SpikeDetector:
                 if spike is not None and not quiet:
                     verdict.alerts.append(spike_alert(budget.budget, scope, rule, spike, d.second_ms, d.last_event_id,
                                                       now_ms))
-            if not deltas:
-                state.observe(rule, now_ms, 0)  # time moves on: a spike ends without new usage too
-            if state.active and rule.action != "alert" and not quiet:
+            # The sweep: a spike whose scope has been silent for a minute at the worker's clock no
+            # longer holds its action. Its state stays in event time (closing buckets up to the
+            # worker's clock would drop the usage a worker catching up after a restart still adds).
+            lapsed = not deltas and now_ms // BUCKET_MS - state.bucket >= PROBE_BUCKETS
+            if state.active and rule.action != "alert" and not quiet and not lapsed:
                 window = record.window(budget.window, now_ms)
                 verdict.entries[f"{self.name}:{budget.id}"] = entry(
                     rule.action, budget, window, f"spike: spend far above its baseline (budget {budget.id})")
-            kept[budget.id] = state.to_json()
+            kept[budget.id] = state
         store(record, self.name, kept)
         return verdict

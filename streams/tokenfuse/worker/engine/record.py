@@ -61,7 +61,8 @@ class ScopeRecord:
     version: int = 0  # of the scope's newest control state this worker knows (control/signing.py)
     newest_ms: int = 0  # newest event time seen, for expiring idle scopes
     offset: int = -1  # the last deltas message added, so a replayed message is not added twice
-    # Per detector name, its state for this scope (JSON-able; see settle.Detector).
+    # Per detector name, its states for this scope by budget: objects with to_json(), or their JSON
+    # lists as recovered from the changelog until the detector next loads them (settle.Detector).
     detectors: dict[str, Any] = field(default_factory=dict)
 
     def add(self, delta: Delta, specs: Iterable[WindowSpec]) -> list[str]:
@@ -96,7 +97,8 @@ class ScopeRecord:
             "m": list(self.published), "t": self.newest_ms, "o": self.offset, "v": self.version,
         }
         if self.detectors:
-            out["d"] = self.detectors
+            out["d"] = {name: {key: state if isinstance(state, list) else state.to_json() for key, state in states.items()}
+                        for name, states in self.detectors.items()}
         return out
 
     @classmethod

@@ -40,7 +40,8 @@ class Verdict:
 
 class Detector(Protocol):
     """A plug-in of the accounting stage (forecasts, loops, spikes; docs/extending.md). It keeps
-    its per-scope state in `record.detectors[name]` (JSON-able: it is part of the changelog)."""
+    its per-scope states in `record.detectors[name]` by budget: objects with `to_json()` (the
+    changelog value holds their JSON; a record recovered from it holds the lists until loaded)."""
 
     name: str
 
@@ -65,6 +66,7 @@ class Settler:
         self.stats = stats
         self.signer = signer
         self.detectors = list(detectors)
+        self.prefixes = tuple(d.name + ":" for d in self.detectors)  # their entries' keys
         self.control = control
         # Scopes not in the allow state: the sweep re-checks them when their windows end.
         self.watched: set[str] = set()
@@ -94,16 +96,19 @@ class Settler:
             alerts += new_alerts
         kept = {b.id for b in budgets}
         # Detectors act for budgets (forecast:, loop:, spike:); a scope without budgets and
-        # without their state or entries (most scopes) skips them.
+        # without their state or entries (most scopes) skips them. Their entries replace the
+        # ones they gave before (keys "name:budget"), all in the one pass below.
+        detected: dict[str, Enforcement] = {}
         if budgets or record.detectors or record.entries:
             for detector in self.detectors:
                 verdict = detector.observe(scope, record, deltas, budgets, now)
                 alerts += verdict.alerts
-                record.entries = {k: e for k, e in record.entries.items() if not k.startswith(detector.name + ":")}
-                record.entries.update(verdict.entries)
-                kept.update(verdict.entries)
-        if record.entries:
-            record.entries = {k: e for k, e in record.entries.items() if e.until > now and k in kept}
+                detected.update(verdict.entries)
+            kept.update(detected)
+        if record.entries or detected:
+            record.entries = {k: e for k, e in record.entries.items()
+                              if e.until > now and k in kept and not k.startswith(self.prefixes)}
+            record.entries.update((k, e) for k, e in detected.items() if e.until > now)
         out = [Output("alerts", scope.encode(), codec("Alert").encode(alert)) for alert in alerts]
         self.stats["alerts"] += len(alerts)
         out += self._decide(scope, record, now)
