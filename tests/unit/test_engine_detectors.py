@@ -134,3 +134,21 @@ def test_a_ramps_warning_depends_on_event_time_only_not_on_how_batches_cut_its_s
     assert len(one_by_one) == 1 and one_by_one == by_second == uneven == catching_up
     alert = one_by_one[0]
     assert alert["created_at"] < breach and alert["eta_p10"] <= breach <= alert["eta_p90"]
+
+
+def test_a_sweep_at_the_workers_clock_neither_drops_a_catch_up_spike_nor_holds_a_silent_one():
+    index = BudgetIndex([budget(scope="agent:*", spike={"factor": 3.0, "baseline_ms": 600_000, "action": "throttle"})])
+    s, record, out = settler(), ScopeRecord(), []
+    clock = 5_000_000  # the worker's clock: it restarted far behind the stream's event time
+
+    def usage(start: int, stop: int, tokens: int) -> None:
+        for t in range(start, stop, 1000):
+            out.extend(s.settle("agent:a", record, [Delta("agent:a", t, tokens, events=1)], index, clock))
+
+    usage(0, 840_000, 100)
+    s.settle("agent:a", record, [], index, clock)  # the sweep after the restart
+    usage(840_000, 900_000, 1000)  # the backlog it catches up on holds a spike
+    alerts, states = decoded(out)
+    assert [a["kind"] for a in alerts] == ["spike"] and states[-1]["state"] == "throttle"
+    swept = s.settle("agent:a", record, [], index, clock + 1000)  # silent for the last minute of its clock
+    assert [c["state"] for c in decoded(swept)[1]] == ["allow"]
