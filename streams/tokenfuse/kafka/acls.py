@@ -2,9 +2,9 @@
 applies them, and `deploy/kafka/kafka.sh start --secure` applies them to the local broker.
 
 Who may do what (the kill switch is only as safe as the right to write the control topic):
-- runtime (agent SDK): write usage, read control.
+- runtime (agent SDK): write usage and lease requests, read control, worker status and leases.
 - worker: read usage, budgets, deltas and control (manual states, versions: docs/control-plane.md);
-  write deltas, control, alerts, DLQ; its own changelog
+  and lease requests and leases; write deltas, control, alerts, DLQ, worker status, leases; its own changelog
   topics (created by Faust), consumer group and transactional ids (all named `<app_id>...`).
 - sink: read usage, alerts, control, budgets, autopilot with its group `<app_id>-sink`; writes nothing.
 - operator: read and write budgets, control and autopilot (`budgets apply`, `kill`, `release`,
@@ -62,14 +62,16 @@ def role_grants(settings: Settings) -> list[Grant]:
     # recovery probe's (worker/faust_adapter/recovery.py).
     follow = "tokenfuse-follow-"
     grants.append(Grant("runtime", "DESCRIBE", "group", "tokenfuse-killswitch-", prefixed=True))
-    grants.extend(Grant("worker", "DESCRIBE", "group", follow + t(name)) for name in ("budgets", "control"))
+    grants.extend(Grant("worker", "DESCRIBE", "group", follow + t(name)) for name in ("budgets", "control", "leases"))
+    grants.append(Grant("runtime", "DESCRIBE", "group", "tokenfuse-leases-", prefixed=True))
+    grants.append(Grant("worker", "DESCRIBE", "group", "tokenfuse-lease-desk-", prefixed=True))
     grants.append(Grant("worker", "DESCRIBE", "group", "tokenfuse-recovery-probe"))
     grants.extend(Grant(role, "DESCRIBE", "group", f"{follow}{settings.topic_prefix}.", prefixed=True)
                   for role in ("operator", "dashboard", "autopilot"))
-    topics("runtime", "WRITE", "usage")
-    topics("runtime", "READ", "control")
-    topics("worker", "READ", "usage", "budgets", "deltas", "control")
-    topics("worker", "WRITE", "deltas", "control", "alerts", "dlq")
+    topics("runtime", "WRITE", "usage", "lease-requests")
+    topics("runtime", "READ", "control", "worker-status", "leases")
+    topics("worker", "READ", "usage", "budgets", "deltas", "control", "lease-requests", "leases")
+    topics("worker", "WRITE", "deltas", "control", "alerts", "dlq", "worker-status", "leases")
     grants.extend(Grant("worker", op, "topic", f"{app}-", prefixed=True)  # Faust's changelogs, leader topic
                   for op in ("CREATE", "READ", "WRITE"))
     grants.append(Grant("worker", "READ", "group", app))

@@ -28,7 +28,8 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
-    """Logical name -> spec. Keys: usage, budgets, control, alerts, dlq, notify-dlq, deltas, acks, autopilot."""
+    """Logical name -> spec. Keys: usage, budgets, control, alerts, dlq, notify-dlq, deltas, acks, autopilot,
+    worker-status, lease-requests, leases."""
     p = settings.partitions
     compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "60000"}
     specs = [
@@ -51,6 +52,16 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         # One partition: the notifier's give-ups are few and read by people, in order.
         TopicSpec("notify-dlq", 1, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},
                   "notifications the notifier gave up on (JSON, key = channel, reason in headers)"),
+        # One partition: a record per deltas partition, every runtime reads them all (docs/leases.md).
+        TopicSpec("worker-status", 1, compact, "WorkerStatus by deltas:<partition>: the worker's lag"),
+        # Runtimes ask for leases on shared scopes; every worker reads all and answers for the
+        # scopes it owns. Requests are only worth seconds: a short retention.
+        TopicSpec("lease-requests", 1, {"cleanup.policy": "delete", "retention.ms": str(3600 * 1000)},
+                  "LeaseRequest by budget|scope|holder"),
+        # Grants: compacted (the worker restores what it granted after a restart) and deleted after
+        # a day (a holder's lease lives seconds; a restarted worker needs only recent ones).
+        TopicSpec("leases", 1, {**compact, "cleanup.policy": "compact,delete", "retention.ms": str(24 * 3600 * 1000)},
+                  "Lease by budget|scope|holder and budget|scope (the window's total)"),
         # Internal: per-scope deltas repartitioned by scope key, so every scope's totals live in
         # exactly one partition (and one changelog partition) whichever agents feed it.
         TopicSpec("deltas", p, {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)},

@@ -14,6 +14,10 @@ state that disappears from the topic is not forgotten here.
 Kept in memory: non-allow states of this runtime's fixed scopes (global, org, team, agent, the
 default user and tags) and of the per-call kinds (run, user, model, tag), since one runtime serves
 many runs and models. `check()` is a few dict lookups: it is meant to run before every LLM call.
+
+The same consumer follows the worker's heartbeats (`<prefix>.worker-status`, when the topic
+exists): a runtime whose shared scopes the worker has not settled for `max_blind` seconds applies
+the fail policy, as when the control topic is unreadable (sdk/backlog.py).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from tokenfuse.config import Settings
 from tokenfuse.errors import BudgetExceeded, DecodeError, SignatureError
 from tokenfuse.usage.scopes import PER_CALL_KINDS, runtime_scopes
+from tokenfuse.sdk.backlog import Backlog
 from tokenfuse.sdk.options import FuseOptions
 from tokenfuse.sdk.outage import KafkaLogGate, Outage
 from tokenfuse.control.signing import Verifier, decode_verified
@@ -51,12 +56,14 @@ class KillSwitch:
         self._settings = settings
         self.outage = outage or Outage()
         self._topic = settings.topic("control")
+        self._status_topic = settings.topic("worker-status")
         self._verifier = verifier
         self._org, self._team, self._agent = options.org, options.team, options.agent
         self._fixed = set(runtime_scopes(options.org, options.team, options.agent, user=options.user))
         self._fixed.update(f"tag:{k}={v}" for k, v in options.tags.items())
         self._fail_closed = options.fail_policy == "closed"
         self._fail_after_s = options.fail_after_s
+        self._max_blind_s = options.max_blind
         self._health_every_s = min(1.0, options.fail_after_s / 3)
         self.on_block, self.on_release = on_block, on_release
         self.states: dict[str, dict[str, Any]] = {}  # scope -> verified warn/throttle/block state
@@ -65,7 +72,11 @@ class KillSwitch:
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._last_contact = time.monotonic()  # before the first read: time since start
+        self._following_status = False
         self._warned_unhealthy = False
+        shared = [s for s in runtime_scopes(options.org, options.team, options.agent)
+                  if s.partition(":")[0] not in options.local_kinds]
+        self.backlog = Backlog(shared, verifier, options.max_blind, _now_ms())
         self._thread = threading.Thread(target=self._run, name="tokenfuse-killswitch", daemon=True)
         self._thread.start()
 
@@ -77,6 +88,8 @@ class KillSwitch:
         in milliseconds the caller should wait before the call (0: go ahead)."""
         if not self.healthy():
             self._fail_policy()
+        if self.backlog.blind:
+            self._blind_policy()
         states = self.states
         if not states:
             return 0
@@ -117,6 +130,11 @@ class KillSwitch:
             raise BudgetExceeded("control", reason=f"control topic unreadable for over {self._fail_after_s}s "
                                                    "and the fail policy is closed")
 
+    def _blind_policy(self) -> None:
+        if self._fail_closed:
+            raise BudgetExceeded("control", reason=f"the worker has not settled this runtime's shared scopes for "
+                                                   f"over {self._max_blind_s}s and the fail policy is closed")
+
     # -- the reader thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -138,9 +156,13 @@ class KillSwitch:
             msg = consumer.poll(_POLL_S)
             if msg is not None:
                 if msg.error() is None:
-                    self._apply(msg.key(), msg.value())
+                    if msg.topic() == self._status_topic:
+                        self.backlog.apply(msg.key(), msg.value())
+                    else:
+                        self._apply(msg.key(), msg.value())
                 elif msg.error().code() == KafkaError._PARTITION_EOF:
-                    at_eof.add(msg.partition())
+                    if msg.topic() == self._topic:
+                        at_eof.add(msg.partition())
                     if len(at_eof) == len(partitions) and not self._ready.is_set():
                         self._contact()
                         self._ready.set()
@@ -150,6 +172,7 @@ class KillSwitch:
                 last_health = time.monotonic()
                 self._check_health(consumer, partitions)
                 self._expire()
+                self._check_backlog(consumer)
         consumer.close()
 
     def _consumer(self) -> Consumer:
@@ -175,7 +198,30 @@ class KillSwitch:
             return []
         partitions = [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in meta.partitions]
         consumer.assign(partitions)
+        self._following_status = False
         return partitions
+
+    def _check_backlog(self, consumer: Consumer) -> None:
+        """Follow the worker's heartbeats once their topic exists; log when blindness starts and ends."""
+        if not self._following_status:
+            try:
+                meta = consumer.list_topics(self._status_topic, timeout=1).topics[self._status_topic]
+                if meta.error is None and meta.partitions:
+                    consumer.incremental_assign([TopicPartition(self._status_topic, p, OFFSET_BEGINNING)
+                                                 for p in meta.partitions])
+                    self._following_status = True
+            except KafkaException as exc:
+                log.debug("worker status topic %s not readable yet: %s", self._status_topic, exc)
+        now = _now_ms()
+        if self.backlog.update(now):
+            if self.backlog.blind:
+                log.warning("tokenfuse: the worker has not settled the usage of %s for %.1f s (over "
+                            "TOKENFUSE_MAX_BLIND=%ss); fail policy %s: %s", ", ".join(self.backlog.scopes),
+                            self.backlog.blind_for_ms(now) / 1000, self._max_blind_s,
+                            "closed" if self._fail_closed else "open",
+                            "blocking every call" if self._fail_closed else "allowing calls")
+            else:
+                log.warning("tokenfuse: the worker has caught up with %s", ", ".join(self.backlog.scopes))
 
     def _check_health(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Once caught up, a broker answer about the topic's end counts as having read it."""

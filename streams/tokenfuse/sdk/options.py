@@ -55,6 +55,11 @@ class FuseOptions(BaseModel):
     fail_after_s: float = Field(30.0, gt=0, description="Seconds without reading the control topic "
                                 "before the fail policy applies.")
 
+    max_blind: float = Field(
+        30.0, ge=0, description="Seconds the worker may leave this runtime's shared scopes (global, org, "
+        "team, agent) unsettled, by its heartbeats on <prefix>.worker-status, before the fail policy "
+        "applies; 0 = never.")
+
     @field_validator("local_scopes")
     @classmethod
     def _known_kinds(cls, value: str) -> str:

@@ -34,6 +34,7 @@ from tokenfuse.worker.faust_adapter.transactions import commit_gate
 from tokenfuse.worker.ingest import Ingest
 from tokenfuse.worker.readiness import Readiness
 from tokenfuse.worker.seen import SeenIds
+from tokenfuse.worker.status import StatusBeacon
 from tokenfuse.worker.web import add_pages
 
 BATCH_MAX = 5000
@@ -156,6 +157,12 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
     @app.timer(0.5)
     async def become_ready() -> None:
         await readiness.check()
+
+    beacon = StatusBeacon(settings, owned_of, lambda: readiness.ready)
+
+    @app.timer(1.0)
+    async def heartbeat() -> None:  # backlog awareness: runtimes follow it (worker/status.py)
+        await beacon.beat(now_ms())
 
     add_pages(app, stats, specs, account_stage, partitions, {settings.web_host}, readiness)
     return app
