@@ -68,3 +68,8 @@ class BudgetExceeded(TokenfuseError):
         self.until_ms, self.reason = until_ms, reason
         what = f"budget {budget_id}: spent {spent} of {limit}" if budget_id else reason or "blocked"
         super().__init__(f"{scope} is blocked ({what})")
+
+
+class LeaseUnavailable(BudgetExceeded):
+    """check() could not get a lease on a shared scope in time (the worker is slow, restarting or
+    down): nothing says the budget is spent, so a caller may back off and try again."""

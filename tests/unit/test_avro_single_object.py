@@ -12,7 +12,7 @@ from fastavro.schema import to_parsing_canonical_form
 from tokenfuse.errors import DecodeError
 from tokenfuse.kafka.codec import NAMES, codec
 
-from tests.unit.test_codec import DECISION, USAGE, WORKER_STATUS
+from tests.unit.test_codec import DECISION, LEASE, LEASE_REQUEST, USAGE, WORKER_STATUS
 
 EMPTY = 0xC15D213AA4D7A795  # the spec's "EMPTY" seed, also its polynomial
 
@@ -60,7 +60,8 @@ def test_every_message_header_is_c3_01_then_the_little_endian_crc64_avro_of_its_
               "ControlState": {"scope": "global", "state": "allow", "issued_at": 1},
               "Alert": {"alert_id": "a", "kind": "threshold", "scope": "global", "created_at": 1},
               "AlertAck": {"alert_id": "a", "kind": "loop", "scope": "run:r-1"},
-              "AutopilotDecision": DECISION, "WorkerStatus": WORKER_STATUS}[name]
+              "AutopilotDecision": DECISION, "WorkerStatus": WORKER_STATUS,
+              "Lease": LEASE, "LeaseRequest": LEASE_REQUEST}[name]
     assert c.encode(sample)[:10] == expected
 
 

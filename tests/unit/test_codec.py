@@ -22,6 +22,9 @@ DECISION = {"id": "ap-1", "kind": "raise", "status": "applied", "budget_id": "b"
             "decided_at": 1}
 WORKER_STATUS = {"partition": 0, "partitions": 2, "worker": "host:1", "fresh_ms": 5, "usage_lag_events": 0,
                  "deltas_lag_events": 0, "ready": True, "issued_at": 6}
+LEASE = {"budget_id": "b", "scope": "team:acme/search", "holder": "h-1", "window_start": 0, "cap": 500, "issued_at": 7}
+LEASE_REQUEST = {"budget_id": "b", "scope": "team:acme/search", "holder": "h-1", "window_start": 0, "used": 9,
+                 "sent_at": 8}
 
 
 def test_usage_event_round_trips():
@@ -63,7 +66,8 @@ def test_data_written_with_an_older_schema_reads_with_the_current_one(tmp_path, 
               "ControlState": {"scope": "global", "state": "allow", "issued_at": 1},
               "Alert": {"alert_id": "a", "kind": "threshold", "scope": "global", "created_at": 1},
               "AlertAck": {"alert_id": "a", "kind": "loop", "scope": "run:r-1"},
-              "AutopilotDecision": DECISION, "WorkerStatus": WORKER_STATUS}[name]
+              "AutopilotDecision": DECISION, "WorkerStatus": WORKER_STATUS,
+              "Lease": LEASE, "LeaseRequest": LEASE_REQUEST}[name]
     old_record = {f["name"]: sample[f["name"]] for f in old["fields"]}
     data = Codec(name, old_only).encode(old_record)
 

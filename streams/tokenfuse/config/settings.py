@@ -96,6 +96,8 @@ class Settings(BaseModel):
         10.0, ge=6, le=300, description="A worker that stops heartbeating loses its partitions after "
         "this long: how soon a crashed worker's scopes are taken over."
     )
+    lease_ttl_s: float = Field(10.0, gt=0, le=3600, description="How long a lease on a shared scope's budget "
+                               "lasts unless renewed (docs/leases.md): a worker down longer leaves runtimes leaseless.")
     detectors: bool = Field(True, description="Forecasts, loop and spike detection in the worker (false: "
                             "thresholds only; the engine bench measures both).")
     windows: str = Field(

@@ -25,7 +25,8 @@ from tokenfuse.resources import resource_path
 MAGIC = b"\xc3\x01"
 _HEADER_SIZE = 10
 
-NAMES = ("UsageEvent", "Budget", "ControlState", "Alert", "AlertAck", "AutopilotDecision", "WorkerStatus")
+NAMES = ("UsageEvent", "Budget", "ControlState", "Alert", "AlertAck", "AutopilotDecision", "WorkerStatus", "Lease",
+         "LeaseRequest")
 
 
 def _fingerprint(parsed: dict) -> bytes:

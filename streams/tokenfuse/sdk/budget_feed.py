@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any, Callable, Iterable, Mapping
 
 from confluent_kafka import KafkaException, Producer
 
 from tokenfuse.config import Settings
 from tokenfuse.budgets.signed import budget_decoder, in_force
 from tokenfuse.kafka.follow import CompactedTopicFollower
-from tokenfuse.sdk.ledger import LocalLedger
 from tokenfuse.sdk.outage import KafkaLogGate, Outage
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,9 @@ _POLL_S = 0.05
 
 
 class BudgetFeed:
-    def __init__(self, settings: Settings, ledger: LocalLedger, outage: Outage | None = None):
-        self._settings, self._ledger = settings, ledger
+    def __init__(self, settings: Settings, receivers: list[Callable[[Iterable[Mapping[str, Any]]], None]],
+                 outage: Outage | None = None):
+        self._settings, self._receivers = settings, receivers  # LocalLedger.set_budgets, LeaseBook.set_budgets
         # librdkafka's lines go through the Fuse's outage log, like the reporter's and kill switch's.
         self._client_config = {"logger": KafkaLogGate(outage or Outage())}
         self._topic = settings.topic("budgets")
@@ -58,7 +59,9 @@ class BudgetFeed:
                 # Nothing applies before the topic is read to its end: no decision on a partial picture.
                 if follower.wait_caught_up(0) and follower.version != seen:
                     seen = follower.version  # read before the snapshot: a change after it is seen next time
-                    self._ledger.set_budgets(in_force(follower.snapshot()).values())
+                    budgets = list(in_force(follower.snapshot()).values())
+                    for receive in self._receivers:
+                        receive(budgets)
                     self._ready.set()
                 self._stop.wait(_POLL_S)
         finally:

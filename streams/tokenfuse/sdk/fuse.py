@@ -23,6 +23,7 @@ from tokenfuse.config import Settings
 from tokenfuse.errors import ConfigError, InvalidUsage
 from tokenfuse.sdk.budget_feed import BudgetFeed
 from tokenfuse.sdk.killswitch import KillSwitch
+from tokenfuse.sdk.leases import LeaseBook
 from tokenfuse.sdk.ledger import Bound, LocalLedger
 from tokenfuse.sdk.options import FuseOptions
 from tokenfuse.sdk.outage import Outage
@@ -58,7 +59,11 @@ class Fuse:
             settings, options, settings.control_verifier(),
             on_block=on_block, on_release=on_release, outage=self._outage)
         self.ledger = LocalLedger(options.local_kinds, options.local_max_scopes)
-        self.budgets = BudgetFeed(settings, self.ledger, self._outage) if options.local_budgets else None
+        # Shared scopes' budgets spent within leases the worker grants (docs/leases.md).
+        self.leases = LeaseBook(settings, options, self._outage) if options.leases else None
+        receivers = ([self.ledger.set_budgets] if options.local_budgets else []) + (
+            [self.leases.set_budgets] if self.leases is not None else [])
+        self.budgets = BudgetFeed(settings, receivers, self._outage) if receivers else None
         self._closed: FlushResult | None = None
         atexit.register(self.close)
 
@@ -91,6 +96,8 @@ class Fuse:
         }
         if self.ledger.watched:  # a budget is enforced locally: count this call now, for the next check
             self.ledger.count(event, event["event_time"])
+        if self.leases is not None and self.leases.active:  # spent within a lease: counted against it
+            self.leases.count(event, event["event_time"])
         self._reporter.submit(event)
 
     # -- the kill switch ---------------------------------------------------------------------------
@@ -107,10 +114,12 @@ class Fuse:
         run, user = run or _current_run.get(), user or self._user
         tags = {**self._tags, **tags} if tags else self._tags
         delay = self.kill_switch.check(run, user, model, tags)
+        bound = Bound(model, input_tokens, max_tokens) if max_tokens or input_tokens else None
+        if self.leases is not None and self.leases.active:
+            self.leases.check(bound, self._provider)
         if self.ledger.watched:
             call = {"org": self._org, "team": self._team, "agent": self._agent, "run": run, "user": user,
                     "model": model, "tags": tags, "provider": self._provider}
-            bound = Bound(model, input_tokens, max_tokens) if max_tokens or input_tokens else None
             delay = max(delay, self.ledger.check(call, time.time_ns() // 1_000_000, bound))
         return delay
 
@@ -178,6 +187,8 @@ class Fuse:
         atexit.unregister(self.close)
         self._closed = self._reporter.close()
         self.kill_switch.close()
+        if self.leases is not None:
+            self.leases.close()
         if self.budgets is not None:
             self.budgets.close()
         return self._closed

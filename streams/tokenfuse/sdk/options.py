@@ -60,6 +60,12 @@ class FuseOptions(BaseModel):
         "team, agent) unsettled, by its heartbeats on <prefix>.worker-status, before the fail policy "
         "applies; 0 = never.")
 
+    leases: bool = Field(
+        False, description="Spend shared scopes' budgets (global, org, team, agent) within leases the "
+        "worker grants (docs/leases.md): a bounded overshoot whatever the worker's lag.")
+    lease_wait_s: float = Field(2.0, ge=0, description="How long check() waits for a lease (more of one) "
+                                "before raising LeaseUnavailable.")
+
     @field_validator("local_scopes")
     @classmethod
     def _known_kinds(cls, value: str) -> str:

@@ -11,6 +11,7 @@ acks and a commit exclude each other (the commit gate).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 
@@ -32,6 +33,7 @@ from tokenfuse.worker.engine.settle import Settler
 from tokenfuse.worker.faust_adapter.tables import record_table
 from tokenfuse.worker.faust_adapter.transactions import commit_gate
 from tokenfuse.worker.ingest import Ingest
+from tokenfuse.worker.leases import POLL_EVERY_S, LeaseDesk
 from tokenfuse.worker.readiness import Readiness
 from tokenfuse.worker.seen import SeenIds
 from tokenfuse.worker.status import StatusBeacon
@@ -163,6 +165,14 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
     @app.timer(1.0)
     async def heartbeat() -> None:  # backlog awareness: runtimes follow it (worker/status.py)
         await beacon.beat(now_ms())
+
+    desk = LeaseDesk(settings, feed, lambda scope: scopes_table.data.get(scope), owned, lambda: readiness.ready)
+
+    @app.task
+    async def grant_leases() -> None:  # leases on shared scopes (worker/leases.py)
+        while True:
+            await desk.step(now_ms())
+            await asyncio.sleep(POLL_EVERY_S)
 
     add_pages(app, stats, specs, account_stage, partitions, {settings.web_host}, readiness)
     return app
