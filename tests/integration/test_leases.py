@@ -8,6 +8,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from tests.helpers import publish_budget
 from tokenfuse.dev.process import RoleProcess
 from tokenfuse.errors import BudgetExceeded, LeaseUnavailable
@@ -38,6 +40,9 @@ def test_a_runtime_spends_a_team_budget_within_leases_and_is_refused_at_the_limi
     options = FuseOptions(org="acme", team="search", agent="bot-lease", leases=True, spool_dir=tmp_path / "s")
     with Fuse(settings, options) as fuse:
         assert fuse.wait_ready(30)
+        with pytest.raises(BudgetExceeded) as too_big:  # a declared bound the whole budget cannot hold
+            fuse.check(model="gpt-4o", input_tokens=25_000)
+        assert not isinstance(too_big.value, LeaseUnavailable) and too_big.value.reason.startswith("lease:")
         spent, refusal = spend_until_refused(fuse)
         assert 20_000 - 2 * CALL <= spent <= 20_000 + CALL, spent
         assert (refusal.scope, refusal.budget_id) == ("team:acme/search", "team-cap")

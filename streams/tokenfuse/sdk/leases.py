@@ -146,7 +146,7 @@ class LeaseBook:
                     raise BudgetExceeded(lease.scope, budget_id=lease.budget.id, spent=spent, limit=lease.limit,
                                          until_ms=end, reason=f"lease: this runtime's share is spent ({spent} of "
                                          f"{lease.cap} {lease.metric}) and nothing is left to grant in window {start}")
-            self._ask(lease, now)
+            self._ask(lease, now, need)
             left = deadline - time.monotonic()
             if left <= 0:
                 return self._no_lease(lease, spent, end)
@@ -167,14 +167,15 @@ class LeaseBook:
         raise LeaseUnavailable(lease.scope, budget_id=lease.budget.id, spent=spent, limit=lease.limit, until_ms=end,
                                reason=f"lease: no grant from the worker within {self._wait_s}s")
 
-    def _ask(self, lease: Lease, now_ms: int) -> None:
-        """Send a request unless one is pending (caller holds the lock)."""
+    def _ask(self, lease: Lease, now_ms: int, need: int = 0) -> None:
+        """Send a request unless one is pending (caller holds the lock). `used` counts the call's
+        declared bound too, so a grant makes room for it when the budget has it."""
         if self._producer is None or time.monotonic() - lease.asked < _ASK_AGAIN_S:
             return
         lease.asked = time.monotonic()
         spent, start, _ = lease.spent(now_ms)
         request = {"budget_id": lease.budget.id, "scope": lease.scope, "holder": self.holder, "window_start": start,
-                   "used": spent, "sent_at": now_ms}
+                   "used": spent + need, "sent_at": now_ms}
         try:
             self._producer.produce(self._settings.topic("lease-requests"),
                                    key=lease_key(lease.budget.id, lease.scope, self.holder).encode(),
