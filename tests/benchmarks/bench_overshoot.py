@@ -15,8 +15,9 @@ mode runs with leases (TOKENFUSE_LEASES=true) and, as the baseline in the same r
   refuses ahead of it). With leases a trial may end below the limit (unused slices of the last
   leases): its crossing is then the last call made.
 
-`--restart` adds a leased trial paced at 100 ms with the worker SIGKILLed one second in and
-restarted (the agents wait for leases meanwhile). Unpaced baseline trials stop after 3 s: the
+`--restart` adds leased trials paced at 100 ms with the worker SIGKILLed one second in and a new
+worker taking over (a new app id: all it knows of the grants is the leases topic; the agents wait
+for leases meanwhile). Unpaced baseline trials stop after 3 s: the
 flood they make would otherwise keep the worker busy for minutes.
 """
 
@@ -144,6 +145,7 @@ class Bench:
         self.settings = unique_settings(os.environ.get("TOKENFUSE_TEST_BOOTSTRAP", "127.0.0.1:9092"), self.folder)
         create_topics(self.settings)
         self.worker = RoleProcess("worker", self.settings, self.folder / "worker.log").start(timeout=120)
+        self.takeovers = 0
         ctx = multiprocessing.get_context("spawn")
         self.ready, self.results, self.go = ctx.Queue(), ctx.Queue(), ctx.Event()
         self.tasks = [ctx.Queue() for _ in range(agents)]
@@ -155,6 +157,7 @@ class Bench:
 
     def trial(self, mode: str, leases: bool, seconds: float, restart_after_s: float | None = None) -> Trial:
         from tests.helpers import publish_budget
+        from tokenfuse.dev.process import RoleProcess
 
         team = f"t-{uuid.uuid4().hex[:8]}"
         publish_budget(self.settings, id=f"cap-{team}", scope=f"team:acme/{team}", metric="input_tokens",
@@ -170,8 +173,10 @@ class Bench:
             time.sleep(restart_after_s)
             self.worker.kill()
             started = time.monotonic()
-            self.worker.start(timeout=180)
-            print(f"    worker SIGKILLed {restart_after_s:.0f} s in, ready again after {time.monotonic() - started:.1f} s")
+            self.takeovers += 1
+            standby = self.settings.model_copy(update={"app_id": f"{self.settings.app_id}-{self.takeovers}"})
+            self.worker = RoleProcess("worker", standby, self.folder / f"worker-{self.takeovers}.log").start(timeout=180)
+            print(f"    worker SIGKILLed {restart_after_s:.0f} s in, another ready after {time.monotonic() - started:.1f} s")
         outcomes = [self.results.get(timeout=seconds + 300) for _ in self.tasks]
         return measure(mode + (" +kill" if restart_after_s else ""), leases, outcomes)
 
@@ -228,8 +233,9 @@ def main() -> None:
                 trials.append(bench.trial(mode, leases, seconds))
                 print(trials[-1].line(args.agents), flush=True)
             if mode == "unpaced" and leases and args.restart:
-                trials.append(bench.trial("paced 100 ms", True, 300.0, restart_after_s=1.0))
-                print(trials[-1].line(args.agents), flush=True)
+                for _ in range(2):
+                    trials.append(bench.trial("paced 100 ms", True, 300.0, restart_after_s=1.0))
+                    print(trials[-1].line(args.agents), flush=True)
         summary(trials, args.agents)
     finally:
         bench.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from tokenfuse.worker.engine.rules import ActiveBudget
+from tokenfuse.worker.engine.rules import ActiveBudget, spend_at
 
 SEP = "\x1f"
 
@@ -18,8 +18,7 @@ def lease_key(budget_id: str, scope: str, holder: str) -> str:
 
 def block_spend(budget: Mapping[str, Any]) -> int | None:
     """The spend at which the budget's first block threshold is reached (None: it never blocks)."""
-    percents = [t["percent"] for t in budget["thresholds"] if t["action"] == "block"]
-    return -(-min(percents) * budget["limit"] // 100) if percents else None
+    return spend_at(budget, ("block",))
 
 
 def leasable(budget: ActiveBudget) -> bool:

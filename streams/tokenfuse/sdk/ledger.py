@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 from tokenfuse.errors import BudgetExceeded
 from tokenfuse.usage.pricing import PriceCatalog
 from tokenfuse.usage.windows import Window, WindowSpec, add_totals, metric
-from tokenfuse.worker.engine.rules import DEFAULT_THROTTLE_DELAY_MS, ActiveBudget, BudgetIndex, enforcement
+from tokenfuse.worker.engine.rules import DEFAULT_THROTTLE_DELAY_MS, ActiveBudget, BudgetIndex, enforcement, spend_at
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Rule:
     @classmethod
     def of(cls, scope: str, budget: ActiveBudget, count: WindowCount) -> "Rule":
         b = budget.budget
-        return cls(scope, budget, count, _spend_at(b, ("warn", "throttle", "block")), _spend_at(b, ("block",)))
+        return cls(scope, budget, count, spend_at(b, ("warn", "throttle", "block")), spend_at(b, ("block",)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,13 +253,6 @@ class LocalLedger:
                 if rule.budget.id == budget_id:
                     return metric(rule.count.current(now_ms).totals, rule.budget.budget["metric"])
         return None
-
-
-def _spend_at(budget: Mapping[str, Any], actions: tuple[str, ...]) -> int | None:
-    """The lowest spend reaching a threshold with one of `actions` (None: the budget has none):
-    `reached` holds when spent * 100 >= percent * limit."""
-    percents = [t["percent"] for t in budget["thresholds"] if t["action"] in actions]
-    return -(-min(percents) * budget["limit"] // 100) if percents else None
 
 
 def local_scopes(attrs: Mapping[str, Any], kinds: frozenset[str]) -> list[str]:

@@ -23,7 +23,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from tokenfuse.config import Settings
 from tokenfuse.control.signing import next_version, sign_record
@@ -31,6 +32,7 @@ from tokenfuse.kafka.codec import codec
 
 log = logging.getLogger(__name__)
 
+STATUS_PROBE_GROUP = "tokenfuse-status-probe"  # never joined: librdkafka wants a group id
 KEEP_TICKS = 1200  # 20 minutes of one-second ticks: a partition behind by more reports fresh_ms 0
 
 
@@ -96,6 +98,7 @@ class StatusBeacon:
         self.freshness = Freshness()
         self.versions: dict[int, int] = {}
         self._consumer: Consumer | None = None
+        self._admin: AdminClient | None = None
         self._producer: Producer | None = None
 
     async def beat(self, now_ms: int) -> None:
@@ -133,8 +136,12 @@ class StatusBeacon:
         for tp in parts:
             lows[(tp.topic, tp.partition)], ends[(tp.topic, tp.partition)] = consumer.get_watermark_offsets(
                 tp, timeout=5, cached=False)
+        if self._admin is None:
+            self._admin = AdminClient(self.settings.kafka_config)
+        request = ConsumerGroupTopicPartitions(self.settings.app_id, parts)
+        answer = self._admin.list_consumer_group_offsets([request], request_timeout=5)[self.settings.app_id].result()
         committed = {}
-        for tp in consumer.committed(parts, timeout=5):
+        for tp in answer.topic_partitions:
             key = (tp.topic, tp.partition)
             committed[key] = tp.offset if tp.offset >= 0 else lows[key]  # never committed: from the start
         split = ({}, {}, {}, {})
@@ -145,8 +152,9 @@ class StatusBeacon:
         return split
 
     def _client(self) -> Consumer:
-        """A consumer of the worker's group that never subscribes: it reads offsets, no records."""
+        """A consumer that reads partition ends only: outside the worker's group, which the
+        committed offsets are asked of through the admin API."""
         if self._consumer is None:
-            self._consumer = Consumer({**self.settings.kafka_config, "group.id": self.settings.app_id,
+            self._consumer = Consumer({**self.settings.kafka_config, "group.id": STATUS_PROBE_GROUP,
                                        "enable.auto.commit": False})
         return self._consumer

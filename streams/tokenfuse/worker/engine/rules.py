@@ -151,3 +151,10 @@ def control_state(scope: str, entry: Enforcement | None, now_ms: int) -> dict[st
         "throttle_delay_ms": DEFAULT_THROTTLE_DELAY_MS if entry.state == "throttle" else None,
         "issued_at": now_ms,
     }
+
+
+def spend_at(budget: Mapping[str, Any], actions: tuple[str, ...]) -> int | None:
+    """The lowest spend reaching a threshold with one of `actions` (None: the budget has none):
+    `reached` holds when spent * 100 >= percent * limit."""
+    percents = [t["percent"] for t in budget["thresholds"] if t["action"] in actions]
+    return -(-min(percents) * budget["limit"] // 100) if percents else None
