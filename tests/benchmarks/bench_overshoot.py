@@ -225,17 +225,17 @@ def main() -> None:
     bench = Bench(args.agents)
     trials: list[Trial] = []
     try:
-        # Leased trials first and the unpaced baseline last: its flood leaves the worker behind.
+        # Leased trials first, then the baseline with the unpaced flood last of it (it leaves the
+        # worker behind), then the takeovers (a new worker catches up on the whole usage topic).
         plan = [(mode, True, 60.0) for mode in MODES] + [("paced 100 ms", False, 20.0), ("paced 1 ms", False, 20.0),
                                                           ("unpaced", False, 3.0)]
         for mode, leases, seconds in plan:
             for _ in range(args.trials if mode != "unpaced" or leases else 1):
                 trials.append(bench.trial(mode, leases, seconds))
                 print(trials[-1].line(args.agents), flush=True)
-            if mode == "unpaced" and leases and args.restart:
-                for _ in range(2):
-                    trials.append(bench.trial("paced 100 ms", True, 300.0, restart_after_s=1.0))
-                    print(trials[-1].line(args.agents), flush=True)
+        for _ in range(2 if args.restart else 0):
+            trials.append(bench.trial("paced 100 ms", True, 600.0, restart_after_s=1.0))
+            print(trials[-1].line(args.agents), flush=True)
         summary(trials, args.agents)
     finally:
         bench.close()
