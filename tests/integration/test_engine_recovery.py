@@ -20,13 +20,6 @@ from tokenfuse.kafka.topics import create_topics, delete_topics
 
 GRACE_S = 5
 
-# Non-strict while the latest fixes gather runs: the failures looped runs found were each traced on
-# their kept topics and fixed (a fetch dropped by a seek, a never-committed partition resumed
-# mid-way: worker/faust_adapter/consumer.py, transactions.py; a check made before every scope had caught up).
-# Open in issue 3.
-rare_failure = pytest.mark.xfail(reason="crash-recovery races, the known ones fixed; gathering runs",
-                                 strict=False)
-
 
 @pytest.fixture
 def settings(settings):
@@ -63,7 +56,6 @@ def check_thresholds_and_blocks(settings, control, index: TotalsIndex, budgets: 
     check_control(control, states)  # every scope over budget still ends on `block`
 
 
-@rare_failure
 @pytest.mark.timeout(420)
 def test_sigkill_three_times_mid_stream_keeps_totals_exact(settings, control, tmp_path):
     stream = generate(40_000, 4, GRACE_S * 1000, seed=21)
@@ -120,7 +112,6 @@ def test_late_event_stays_late_after_a_restart(settings, tmp_path):
         worker.stop()
 
 
-@rare_failure
 @pytest.mark.timeout(300)
 def test_survivor_of_two_workers_takes_over_and_totals_stay_exact(settings, control, tmp_path):
     stream = generate(30_000, 4, GRACE_S * 1000, seed=41)
