@@ -157,5 +157,5 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
     async def become_ready() -> None:
         await readiness.check()
 
-    add_pages(app, stats, specs, account_stage, partitions, {settings.web_host}, readiness)
+    add_pages(app, stats, specs, account_stage, partitions, settings, readiness)
     return app
