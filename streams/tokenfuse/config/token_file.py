@@ -55,8 +55,8 @@ def bearer(token: str) -> dict[str, str]:
 
 def bearer_matches(authorization: str | None, token: str) -> bool:
     """Does an Authorization header carry `token`? (Compared in constant time.)"""
-    offered = (authorization or "").removeprefix("Bearer ")
-    return hmac.compare_digest(offered.encode(), token.encode())
+    scheme, _, offered = (authorization or "").partition(" ")
+    return scheme == "Bearer" and hmac.compare_digest(offered.encode(), token.encode())
 
 
 def refusal(path: Path) -> str:
