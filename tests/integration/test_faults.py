@@ -20,8 +20,8 @@ from tokenfuse.kafka.follow import wait_until
 from tokenfuse.kafka.topics import create_topics
 from tokenfuse.sdk import Fuse, FuseOptions
 
-# Totals are compared on the calendar month: a test never straddles its bounds in practice, while
-# an hour's can fall in the middle of one.
+# Totals and budgets are on the calendar month: a test never straddles its bounds in practice,
+# while an hour's can fall in the middle of one (a budget would then never be crossed).
 WINDOW = "month@UTC"
 
 
@@ -127,7 +127,7 @@ OUTAGE_S = 20.0
 def test_with_the_sink_stopped_budgets_still_block_and_history_is_complete_once_after(settings, tmp_path):
     settings = settings.model_copy(update={"web_port": free_port()})
     limit = 10 * 600  # the runaway crosses it half-way through the outage (10 tokens a call)
-    publish_budget(settings, id="cap", scope="agent:runaway", metric="input_tokens", window="1h", limit=limit)
+    publish_budget(settings, id="cap", scope="agent:runaway", metric="input_tokens", window="month", limit=limit)
     sink = RoleProcess("sink", settings, tmp_path / "sink.log").start(timeout=60)
     worker = RoleProcess("worker", settings, tmp_path / "worker.log").start(timeout=90)
     fleet = Fleet(settings, ["steady", "runaway"], tmp_path / "spool")

@@ -5,7 +5,7 @@ Each answers only requests whose Host header names a loopback address (or the co
 so a web page in a browser on this machine cannot read them through DNS rebinding, and that
 carry the token the worker writes at start to `<data_dir>/worker.token`, readable by its owner
 only (config/token_file.py, as the sink's SQL endpoint): other users of the machine see no
-scope names nor spend. Clients: `worker_get` here; scrapers: docs/metrics.md."""
+scope names nor spend. Clients: `worker_get` here; scrapers: docs/local-endpoints.md."""
 
 from __future__ import annotations
 
