@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Docker health checks of the tokenfuse roles (installed in the image as `tokenfuse-healthcheck`).
 
-  worker: its web server answers /stats (it serves only once the Faust worker runs).
+  worker: its web server answers /stats with its token (it serves only once the Faust worker runs).
   sink:   the ClickHouse server it writes to answers and holds the usage_events table.
   notify, autopilot: their /metrics answer (served once the role follows its topics).
 Exit 0 = healthy; anything else prints why.
@@ -10,7 +10,6 @@ Exit 0 = healthy; anything else prints why.
 from __future__ import annotations
 
 import sys
-import urllib.request
 
 
 def main(role: str) -> int:
@@ -18,8 +17,11 @@ def main(role: str) -> int:
 
     settings = Settings.from_env()
     if role == "worker":
-        with urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/stats", timeout=4) as reply:
-            return 0 if reply.status == 200 else 1
+        from tokenfuse.worker.web import worker_get
+
+        # With the worker's token, which it wrote to the data folder both share in the container.
+        status, _ = worker_get(settings.model_copy(update={"web_host": "127.0.0.1"}), "/stats", timeout=4)
+        return 0 if status == 200 else 1
     if role == "sink":
         import clickhouse_connect
 

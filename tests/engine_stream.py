@@ -10,12 +10,10 @@ over the generated list and shares no code with the worker.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 import zlib
 from collections import Counter, defaultdict
@@ -28,8 +26,10 @@ from tests.helpers import free_port, read_all
 from tokenfuse.kafka.codec import codec
 from tokenfuse.kafka.follow import CompactedTopicFollower, wait_until
 from tokenfuse.config import Settings
+from tokenfuse.config.token_file import TokenFileError
 from tokenfuse.usage.pricing import PriceCatalog
 from tokenfuse.usage.windows import WindowSpec, parse_window
+from tokenfuse.worker.web import worker_get
 
 FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "cost_micro_usd", "events")
 # The windows whose bounds hold the whole generated stream (rolling ones depend on the clock).
@@ -196,37 +196,35 @@ class StreamProducer:
         assert self.producer.flush(60) == 0, "usage not delivered"
 
 
-def get_json(port: int, path: str) -> tuple[int, Any]:
-    """(status, JSON body) of a worker web page; status 0 when it does not answer."""
+def get_json(settings: Settings, path: str) -> tuple[int, Any]:
+    """(status, JSON body) of a page of the worker run with `settings`, with its token; status 0
+    when it does not answer (or has not written its token yet)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return worker_get(settings, path)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, TokenFileError):
         return 0, None
 
 
-def counters(port: int) -> dict[str, int]:
+def counters(settings: Settings) -> dict[str, int]:
     """The worker's /stats counters (empty while it does not answer)."""
-    return (get_json(port, "/stats")[1] or {}).get("counters", {})
+    return (get_json(settings, "/stats")[1] or {}).get("counters", {})
 
 
-def worker_totals(ports: list[int], scope: str) -> dict[str, Any] | None:
+def worker_totals(workers: list[Settings], scope: str) -> dict[str, Any] | None:
     """The windows of `scope` from whichever worker owns it; None if none answers for it."""
-    for port in ports:
-        status, body = get_json(port, "/totals?" + urllib.parse.urlencode({"scope": scope}))
+    for settings in workers:
+        status, body = get_json(settings, "/totals?" + urllib.parse.urlencode({"scope": scope}))
         if status == 200:
             return body["windows"]
     return None
 
 
-def totals_mismatches(ports: list[int], index: TotalsIndex, scopes: list[str],
+def totals_mismatches(workers: list[Settings], index: TotalsIndex, scopes: list[str],
                       windows: tuple[str, ...] = CHECKED_WINDOWS, limit: int = 10) -> list[str]:
     """What differs between the workers' totals and the ground truth (at most `limit` lines)."""
     problems = []
     for scope in scopes:
-        got = worker_totals(ports, scope)
+        got = worker_totals(workers, scope)
         if got is None:
             problems.append(f"{scope}: no worker answers for it")
         else:
@@ -308,9 +306,17 @@ def expected_outcome(index: TotalsIndex, budgets: list[dict[str, Any]], spec: Wi
     return alerts, control
 
 
+# A SIGKILLed worker leaves its member in the group until its session times out; a worker started
+# in its place waits that long to join (measured: 6-9 s of a restart with the default 10 s). The
+# broker's minimum (group.min.session.timeout.ms) keeps crash tests short.
+CRASH_TEST_SESSION_TIMEOUT_S = 6.0
+
+
 def worker_settings(settings: Settings, name: str) -> Settings:
-    """One worker of the group: its own web port and local state directory."""
-    return settings.model_copy(update={"web_port": free_port(), "data_dir": settings.data_dir / name})
+    """One worker of the group: its own web port and local state directory, and the shortest
+    session timeout (CRASH_TEST_SESSION_TIMEOUT_S)."""
+    return settings.model_copy(update={"web_port": free_port(), "data_dir": settings.data_dir / name,
+                                       "session_timeout_seconds": CRASH_TEST_SESSION_TIMEOUT_S})
 
 
 def fresh_settings(settings: Settings, **update: Any) -> Settings:

@@ -31,18 +31,17 @@ def test_100k_events_totals_equal_ground_truth_and_thresholds_fire_once(settings
     try:
         started = time.monotonic()
         StreamProducer(settings).send(stream.sent)
-        ports = [settings.web_port]
         counted = len(stream.counted)
-        assert wait_until(lambda: counters(settings.web_port).get("events", 0) >= counted, timeout=150, interval=0.5), \
-            f"worker counted {counters(settings.web_port)} of {counted}\n{worker.tail()}"
+        assert wait_until(lambda: counters(settings).get("events", 0) >= counted, timeout=150, interval=0.5), \
+            f"worker counted {counters(settings)} of {counted}\n{worker.tail()}"
         print(f"100k events accounted in {time.monotonic() - started:.1f}s")
         scopes = sample_scopes(index, seed=11)
         # Accounting (stage 2) trails the ingest counter: wait for it, then compare everything.
-        wait_until(lambda: not totals_mismatches(ports, index, scopes, limit=1), timeout=60, interval=0.5)
+        wait_until(lambda: not totals_mismatches([settings], index, scopes, limit=1), timeout=60, interval=0.5)
         print(f"100k events in the totals in {time.monotonic() - started:.1f}s")
-        problems = totals_mismatches(ports, index, scopes)
-        assert not problems, "\n".join(problems) + f"\ncounters {counters(settings.web_port)}\n" + worker.tail()
-        got = counters(settings.web_port)
+        problems = totals_mismatches([settings], index, scopes)
+        assert not problems, "\n".join(problems) + f"\ncounters {counters(settings)}\n" + worker.tail()
+        got = counters(settings)
         assert (got["events"], got["duplicates"], got["late_events"], got.get("dlq", 0)) == (
             counted, stream.duplicates, stream.late, 0), worker.tail()
 

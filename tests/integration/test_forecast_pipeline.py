@@ -82,7 +82,7 @@ def test_a_ramping_stream_gets_a_forecast_alert_before_the_block_with_the_breach
     assert alert["eta_p10"] <= breach <= (alert["eta_p90"] or alert["window_end"]), alert
     assert alert["eta_p10"] <= alert["eta_p50"] and alert["burn_rate_per_hour"] > 0
 
-    status, body = get_json(web_worker.settings.web_port, "/totals?" + urllib.parse.urlencode({"scope": "agent:ramper"}))
+    status, body = get_json(web_worker.settings, "/totals?" + urllib.parse.urlencode({"scope": "agent:ramper"}))
     assert status == 200
     shown = body["forecasts"]["ramp"]
     assert shown["burn_rate_per_hour"] > 0 and shown["projected"] >= limit

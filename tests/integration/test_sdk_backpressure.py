@@ -43,9 +43,9 @@ def test_a_burst_spills_to_disk_is_replayed_while_the_broker_is_up_and_counts_on
         assert second.flush(120), second.stats
         second.close()
         # Events purged in flight at close may have reached the broker too: the worker drops repeats.
-        assert wait_until(lambda: counters(settings.web_port).get("events", 0) >= 2 * BURST, 120, 0.5), \
-            f"{counters(settings.web_port)}\n{worker.tail()}"
-        got = counters(settings.web_port)
+        assert wait_until(lambda: counters(settings).get("events", 0) >= 2 * BURST, 120, 0.5), \
+            f"{counters(settings)}\n{worker.tail()}"
+        got = counters(settings)
         assert got["events"] == 2 * BURST and got.get("late_events", 0) == 0, got
     finally:
         worker.stop()

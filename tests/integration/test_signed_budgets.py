@@ -18,8 +18,8 @@ def state_of(control, scope):
 
 def test_a_forged_unsigned_or_tombstoned_budget_changes_nothing_in_the_worker(settings, tmp_path, control):
     forger = Signer("test-budgets", b"a-forger-who-can-write-the-topic!!", settings.deployment)
-    port = free_port()
-    with RoleProcess("worker", settings.model_copy(update={"web_port": port}), tmp_path / "worker.log") as worker:
+    web = settings.model_copy(update={"web_port": free_port()})
+    with RoleProcess("worker", web, tmp_path / "worker.log") as worker:
         publish_budget(settings, id="cap", scope="agent:*", metric="input_tokens", window="1h", limit=1000)
         usage = UsageProducer(settings)
         usage.send(usage_event("big", 1200))
@@ -41,7 +41,7 @@ def test_a_forged_unsigned_or_tombstoned_budget_changes_nothing_in_the_worker(se
 
         assert state_of(control, "agent:big") == "block"  # neither the forged limit nor the tombstone lifted it
         assert state_of(control, "agent:small") is None  # the unsigned 1-token budget blocks nobody
-        assert wait_until(lambda: get_json(port, "/stats")[1]["counters"].get("budgets_rejected") == 3, 10)
+        assert wait_until(lambda: get_json(web, "/stats")[1]["counters"].get("budgets_rejected") == 3, 10)
         assert "ignoring record 'cap'" in worker.tail(200)
 
 

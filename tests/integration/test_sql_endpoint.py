@@ -15,6 +15,7 @@ import pytest
 from tests.helpers import free_port
 from tests.history_helpers import chdb_settings, history  # noqa: F401 - fixtures
 from tokenfuse.config import Settings
+from tokenfuse.config.token_file import TokenFileError
 from tokenfuse.history.client import QueryError
 from tokenfuse.history.sql import read_token, run_sql, serve, token_path
 
@@ -86,7 +87,7 @@ def test_run_sql_reads_the_token_and_goes_through_the_sink(endpoint):
 
 def test_a_token_file_others_can_read_is_not_used(endpoint):
     token_path(endpoint).chmod(0o644)
-    with pytest.raises(QueryError, match="readable by you only"):
+    with pytest.raises(TokenFileError, match="readable by you only"):
         run_sql(endpoint, "SELECT 1")
 
 

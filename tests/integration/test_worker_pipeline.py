@@ -3,7 +3,10 @@ alerts fire once, bad input goes to the DLQ and the worker goes on."""
 
 from __future__ import annotations
 
+import os
+import stat
 import time
+import urllib.error
 import urllib.request
 
 from tests.engine_stream import get_json
@@ -11,6 +14,7 @@ from tests.helpers import UsageProducer, free_port, publish_budget, read_all, us
 from tokenfuse.dev.process import RoleProcess
 from tokenfuse.kafka.codec import codec
 from tokenfuse.kafka.follow import wait_until
+from tokenfuse.worker.web import token_path, worker_get
 
 
 def test_runaway_agent_is_blocked_within_two_seconds_and_others_are_not(settings, worker, control):
@@ -110,14 +114,32 @@ def test_a_worker_started_on_a_backlog_is_ready_only_once_it_enforces_it(setting
     for _ in range(60):
         usage.send(usage_event("runaway", 100))
     usage.flush()
-    port = free_port()
-    with RoleProcess("worker", settings.model_copy(update={"web_port": port}), tmp_path / "worker.log"):
+    web = settings.model_copy(update={"web_port": free_port()})
+    with RoleProcess("worker", web, tmp_path / "worker.log"):
         # Ready means the backlog is settled: the block is already there, no waiting.
         assert control.wait_caught_up(10)
         assert control.snapshot().get("agent:runaway", {}).get("state") == "block"
-        _, status = get_json(port, "/stats")
+        _, status = get_json(web, "/stats")
         assert status["ready"] is True and status["counters"]["settled_events"] == 3_060
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            metrics = resp.read().decode()
+        _, metrics = worker_get(web, "/metrics")
         assert "tokenfuse_worker_settled_events_total 3060.0" in metrics
         assert "tokenfuse_worker_settle_lag_events 0.0" in metrics
+
+
+def test_the_worker_pages_answer_only_the_owner_of_its_token_file_on_a_loopback_host(settings, tmp_path):
+    web = settings.model_copy(update={"web_port": free_port()})
+    with RoleProcess("worker", web, tmp_path / "worker.log"):
+        info = token_path(web).stat()
+        assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == os.getuid()
+        token = token_path(web).read_text().strip()
+        assert worker_get(web, "/stats")[0] == 200
+        for path in ("/stats", "/metrics", "/totals?scope=global"):
+            for headers, status in (({}, 401), ({"Authorization": "Bearer " + token[:-1]}, 401),
+                                    ({"Authorization": f"Bearer {token}", "Host": "evil.example.com"}, 403)):
+                request = urllib.request.Request(f"http://127.0.0.1:{web.web_port}{path}", headers=headers)
+                try:
+                    urllib.request.urlopen(request, timeout=5)
+                    got = 200
+                except urllib.error.HTTPError as exc:
+                    got = exc.code
+                assert got == status, f"{path} {headers}: {got}"

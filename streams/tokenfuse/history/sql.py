@@ -9,17 +9,14 @@ TOKENFUSE_SQL_MAX_SECONDS / TOKENFUSE_SQL_MAX_ROWS, which readonly=1 forbids a q
 A loopback port is reachable by every local user and, through DNS rebinding, by web pages in a
 local browser. So the endpoint answers only requests whose Host header names the loopback
 (127.0.0.1, localhost, [::1], with any port), and queries only when they carry the token the
-sink writes at start to `<data_dir>/sink.token`, readable by its owner only (0600). /health and
+sink writes at start to `<data_dir>/sink.token`, readable by its owner only (0600;
+config/token_file.py, as the worker's pages). /health and
 /metrics (counters) need no token."""
 
 from __future__ import annotations
 
-import hmac
 import json
-import os
 import re
-import secrets
-import stat
 import threading
 import urllib.error
 import urllib.request
@@ -28,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from tokenfuse.config import Settings
+from tokenfuse.config import Settings, token_file
 from tokenfuse.errors import TokenfuseError
 from tokenfuse.history.client import History, HistoryUnavailable, QueryError
 from tokenfuse.observability.metrics import render_sink
@@ -58,31 +55,9 @@ def token_path(settings: Settings) -> Path:
     return settings.data_dir / TOKEN_FILE
 
 
-def write_token(settings: Settings) -> str:
-    """A new random token in <data_dir>/sink.token, created 0600 (replaced atomically)."""
-    path = token_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    temporary = path.with_name(f".{TOKEN_FILE}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
-    os.replace(temporary, path)
-    return token
-
-
 def read_token(settings: Settings) -> str:
-    """The running sink's token; refuses a file other users could read or have planted."""
-    path = token_path(settings)
-    try:
-        info = path.stat()
-        if info.st_uid != os.getuid() or info.st_mode & 0o077:
-            raise QueryError(f"{path} must belong to you and be readable by you only "
-                             f"(owner uid {info.st_uid}, mode {stat.filemode(info.st_mode)}); restart the sink")
-        return path.read_text().strip()
-    except OSError as exc:
-        raise QueryError(f"cannot read the sink's token {path} ({exc.strerror}): run this as the "
-                         "user that runs the sink, with the same TOKENFUSE_DATA_DIR") from None
+    """The running sink's token (config/token_file.py checks the file is the owner's alone)."""
+    return token_file.read_token(token_path(settings), "sink")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -123,10 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(403, {"error": f"Host {host[:100]!r} refused: this endpoint answers 127.0.0.1 and "
                                        "localhost only (DNS rebinding protection)"})
             return False
-        offered = self.headers.get("Authorization", "").removeprefix("Bearer ")
-        if token_needed and not hmac.compare_digest(offered.encode(), self.server.token.encode()):
-            self._reply(401, {"error": f"missing or wrong token: send 'Authorization: Bearer <token>' "
-                                       f"with the token in {token_path(self.server.settings)}"})
+        if token_needed and not token_file.bearer_matches(self.headers.get("Authorization"), self.server.token):
+            self._reply(401, {"error": token_file.refusal(token_path(self.server.settings))})
             return False
         return True
 
@@ -158,7 +131,7 @@ def serve(history: History, settings: Settings, stats: dict[str, int],
     """Start the loopback SQL endpoint in a thread; return the server (shutdown() to stop).
     `stats` (counters) and `gauges` are the sink's, exposed on /metrics."""
     try:
-        server = _SqlServer(history, settings, stats, gauges or {}, write_token(settings))
+        server = _SqlServer(history, settings, stats, gauges or {}, token_file.write_token(token_path(settings)))
     except OSError as exc:
         raise TokenfuseError(f"cannot serve SQL on {settings.sink_host}:{settings.sink_port} ({exc.strerror}); "
                              "set TOKENFUSE_SINK_PORT to a free port") from None
@@ -170,7 +143,7 @@ def _remote(settings: Settings, query: str, parameters: dict[str, Any] | None) -
     request = urllib.request.Request(
         f"http://{settings.sink_host}:{settings.sink_port}/sql", method="POST",
         data=json.dumps({"query": query, "parameters": parameters}, default=str).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {read_token(settings)}"})
+        headers={"Content-Type": "application/json", **token_file.bearer(read_token(settings))})
     try:
         with urllib.request.urlopen(request, timeout=settings.sql_max_seconds + 30) as response:
             return json.loads(response.read())

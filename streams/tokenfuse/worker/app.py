@@ -174,5 +174,5 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
             await desk.step(now_ms())
             await asyncio.sleep(POLL_EVERY_S)
 
-    add_pages(app, stats, specs, account_stage, partitions, {settings.web_host}, readiness)
+    add_pages(app, stats, specs, account_stage, partitions, settings, readiness)
     return app

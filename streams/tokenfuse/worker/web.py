@@ -1,16 +1,25 @@
 """The worker's web pages: GET /stats (counters), GET /metrics (the same for Prometheus) and
-GET /totals?scope=... (a scope's current windows, from the worker that owns it). Both answer only requests whose Host header names a
-loopback address (or the configured host), so a web page in a browser on this machine cannot
-read them through DNS rebinding."""
+GET /totals?scope=... (a scope's current windows, from the worker that owns it).
+
+Each answers only requests whose Host header names a loopback address (or the configured host),
+so a web page in a browser on this machine cannot read them through DNS rebinding, and that
+carry the token the worker writes at start to `<data_dir>/worker.token`, readable by its owner
+only (config/token_file.py, as the sink's SQL endpoint): other users of the machine see no
+scope names nor spend. Clients: `worker_get` here; scrapers: docs/local-endpoints.md."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
+from pathlib import Path
 from typing import AbstractSet as Set, Any, Mapping
 
 import faust
 
+from tokenfuse.config import Settings, token_file
 from tokenfuse.kafka.partitions import scope_partition
 from tokenfuse.observability.metrics import render_worker
 from tokenfuse.usage.windows import WindowSpec
@@ -18,6 +27,7 @@ from tokenfuse.worker.account import Account
 from tokenfuse.worker.readiness import Readiness
 
 
+TOKEN_FILE = "worker.token"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -31,12 +41,34 @@ def host_allowed(host_header: str | None, extra_hosts: Set[str] = frozenset()) -
     return host.lower() in LOOPBACK_HOSTS | extra_hosts
 
 
+def token_path(settings: Settings) -> Path:
+    return settings.data_dir / TOKEN_FILE
+
+
+def worker_get(settings: Settings, path: str, timeout: float = 5.0) -> tuple[int, Any]:
+    """GET one of the pages of the worker run with `settings`, with its token: (status, the JSON
+    body, or the text of /metrics)."""
+    token = token_file.read_token(token_path(settings), "worker")
+    request = urllib.request.Request(f"http://{settings.web_host}:{settings.web_port}{path}",
+                                     headers=token_file.bearer(token))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            status, body = reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    return status, body.decode() if path.startswith("/metrics") else json.loads(body or b"null")
+
+
 def add_pages(app: faust.App, stats: Counter[str], specs: Mapping[str, WindowSpec], account: Account,
-              partitions: int, hosts: Set[str], readiness: Readiness) -> None:
+              partitions: int, settings: Settings, readiness: Readiness) -> None:
+    hosts, token = {settings.web_host}, token_file.write_token(token_path(settings))
+
     def refused(web: Any, request: Any) -> Any:
-        if host_allowed(request.headers.get("Host"), hosts):
-            return None
-        return web.json({"error": "this server answers loopback hosts only"}, status=403)
+        if not host_allowed(request.headers.get("Host"), hosts):
+            return web.json({"error": "this server answers loopback hosts only"}, status=403)
+        if not token_file.bearer_matches(request.headers.get("Authorization"), token):
+            return web.json({"error": token_file.refusal(token_path(settings))}, status=401)
+        return None
 
     @app.page("/stats")
     async def stats_page(web: Any, request: Any) -> Any:

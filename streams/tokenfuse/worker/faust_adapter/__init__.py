@@ -13,7 +13,8 @@ What each part corrects upstream (faust-streaming 0.15.3, aiokafka 0.14.0):
   more than half of a do-nothing agent's time.
 - consumer.GatedCommitConsumer: seeks with the flow running drop delivered messages; aiokafka
   leaves partitions without a committed offset where a fetch took them; recovery asked a cached
-  last stable offset (None for unfetched partitions) and a position that could be None.
+  last stable offset (None for unfetched partitions) and a position that could be None; Faust's
+  livelock check asserted on a partition waiting for its reset after a seek to the beginning.
 - recovery: Faust's shortcut for changelogs ending in a commit marker fired while records were
   still on their way to the table.
 - tables.write / changelog_record: deletions as tombstones (Faust sent JSON null) and the memory

@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 PROBE_WINDOW = 64  # records read back from the end; grows 4x while only markers or aborted data
 POLL_S = 0.05
+PROBE_FETCH_WAIT_MS = 10
 QUIET_S = 5.0  # nothing delivered for this long and the position short of the end: give up there
 
 
@@ -30,7 +31,13 @@ def committed_ends(kafka_config: dict[str, Any], ends: dict[tuple[str, int], int
     confluent-kafka settings shared by our clients (Settings.kafka_config)."""
     consumer = Consumer({**kafka_config, "group.id": "tokenfuse-recovery-probe",
                          "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "enable.partition.eof": True})
+                         "enable.partition.eof": True,
+                         # The probe reads to the end, where the broker holds a fetch that finds
+                         # no data for fetch.wait.max.ms (500 ms by default), and it reads the
+                         # partitions one after another, each waiting out the previous one's
+                         # fetch: about a second per partition, 8 took 7 s instead of 0.3 s, for
+                         # recovery and again for readiness (half of a restart's 30 s).
+                         "fetch.wait.max.ms": PROBE_FETCH_WAIT_MS})
     try:
         return {tp: _after_last_record(consumer, tp, end) for tp, end in ends.items()}
     finally:
