@@ -16,6 +16,8 @@ What each part corrects upstream (faust-streaming 0.15.3, aiokafka 0.14.0):
 - transactions.process_as: `Stream._set_current_event` also overwrites the stream's attribute
   that `take_events` reads, duplicating one event and losing another; here it sets the current
   event of a batch's partition for sends and table writes.
+- consumer.ShortWaitConsumerThread: Faust hard-codes a 1500 ms fetch wait, and under
+  read_committed a transaction's commit does not end a held fetch: each hop waited up to 1.5 s.
 - consumer.GatedCommitConsumer: seeks with the flow running drop delivered messages; aiokafka
   leaves partitions without a committed offset where a fetch took them; recovery asked a cached
   last stable offset (None for unfetched partitions) and a position that could be None.
