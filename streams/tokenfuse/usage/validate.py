@@ -18,9 +18,44 @@ _REQUIRED_TEXT = ("event_id", "org", "team", "agent", "model", "provider")
 _OPTIONAL_TEXT = ("run", "user")  # None or "" = not given
 
 
+# Identities (every id field but the event's own, and the tags) already accepted: the same
+# org/team/agent/run/model/tags come back in every batch, and checking them field by field cost
+# more than decoding the event. Bounded: cleared when full.
+_ACCEPTED_MAX = 200_000
+_accepted: set[tuple[Any, ...]] = set()
+
+
+def _identity(event: dict[str, Any]) -> tuple[Any, ...] | None:
+    tags = event.get("tags") or {}
+    if not isinstance(tags, dict):
+        return None
+    try:
+        identity = (event["org"], event["team"], event["agent"], event["model"], event["provider"],
+                    event.get("run"), event.get("user"), *tags.items())
+        hash(identity)
+    except TypeError:  # an unhashable value: checked below, never remembered
+        return None
+    return identity
+
+
 def usage_problem(event: dict[str, Any]) -> str | None:
     """What makes the event's ids or tags unacceptable (aliasing, size), or None."""
-    for name in _REQUIRED_TEXT:
+    problem = field_problem("event_id", event["event_id"])  # unique: not worth remembering
+    if problem:
+        return problem
+    identity = _identity(event)
+    if identity is not None and identity in _accepted:
+        return None
+    problem = _identity_problem(event)
+    if problem is None and identity is not None:
+        if len(_accepted) >= _ACCEPTED_MAX:
+            _accepted.clear()
+        _accepted.add(identity)
+    return problem
+
+
+def _identity_problem(event: dict[str, Any]) -> str | None:
+    for name in _REQUIRED_TEXT[1:]:
         problem = field_problem(name, event[name])
         if problem:
             return problem

@@ -131,10 +131,16 @@ class _Discrete(WindowSpec):
 
     def add(self, state: list[list[Any]], ts: int, vec: list[int], newest_ms: int) -> bool:
         # Usually the time falls in a window already kept: no bounds to compute (calendar
-        # bounds take a time-zone conversion).
+        # bounds take a time-zone conversion). The hottest loop of the engine (once per delta
+        # and tracked window): the totals are added inline.
         for w in state:
             if w[0] <= ts < w[1]:
-                add_totals(w[2], vec)
+                t = w[2]
+                t[0] += vec[0]
+                t[1] += vec[1]
+                t[2] += vec[2]
+                t[3] += vec[3]
+                t[4] += vec[4]
                 return True
         start, end = self.bounds(ts)
         match = [start, end, [0, 0, 0, 0, 0]]
@@ -243,10 +249,11 @@ class Rolling(WindowSpec):
         key = ts - ts % step
         bucket = state.get(key)
         if bucket is None:  # time moved on by a bucket: drop those out of every window's reach
-            bucket = state[key] = [0, 0, 0, 0, 0]
+            state[key] = list(vec)
             horizon = newest_ms - self.size_ms - step
             for old in [k for k in state if k <= horizon]:
                 del state[old]
+            return True
         add_totals(bucket, vec)
         return True
 

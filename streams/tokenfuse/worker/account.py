@@ -28,8 +28,8 @@ from tokenfuse.worker.faust_adapter.transactions import ack_all, process_as
 from tokenfuse.worker.ingest import by_partition
 
 
-def offsets_and_values(events: list[Any]) -> list[tuple[int, bytes]]:
-    return [(event.message.offset, event.value) for event in events]
+def offsets_and_values(messages: list[Any]) -> list[tuple[int, bytes]]:
+    return [(message.offset, message.value) for message in messages]
 
 
 class Account:
@@ -52,19 +52,19 @@ class Account:
         drop_deleted(self.table)
         self.settler.watched.update(k for k, record in self.table.data.items() if not record.allowed)
 
-    async def process(self, stream: faust.StreamT, events: list[Any], now: int) -> None:
+    async def process(self, app: faust.App, messages: list[Any], now: int) -> None:
         """A batch of deltas messages (a scope in several is written once), each deltas
         partition's share in its transaction; acked inside the caller's commit gate."""
         index = self.feed.current()
-        for part, part_events in by_partition(events).items():
-            process_as(part_events[-1])
-            changed, outputs = self.settle(offsets_and_values(part_events), index, now)
+        for part, part_messages in by_partition(messages).items():
+            _current = process_as(app, part_messages[-1])  # held: the context keeps a weak reference
+            changed, outputs = self.settle(offsets_and_values(part_messages), index, now)
             await write_many(self.table, part, changed)
             await self.publish(outputs)
             idle_before = now - self.idle_ms()
             await self.expiry.run(part, now, lambda k, v: v.newest_ms < idle_before and v.allowed
                                   and scope_partition(k, self.partitions) == part)
-        await ack_all(stream, events)
+        await ack_all(app, messages)
 
     def settle(self, messages: list[tuple[int, bytes]], index: BudgetIndex,
                now: int) -> tuple[dict[str, ScopeRecord], list[Output]]:

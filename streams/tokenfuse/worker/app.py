@@ -4,9 +4,11 @@
 2. `account` (deltas topic → alerts, control): account.py, settling scopes with engine/.
 3. A one-second sweep (account.py) and the budgets feed (budget_feed.py).
 
-With processing_guarantee=exactly_once, outputs, table changelogs and input offsets commit in one
-Kafka transaction per input partition (faust_adapter/), every `commit_interval_ms`. A batch, its
-acks and a commit exclude each other (the commit gate).
+Both stages take each fetch's messages of their topic as one batch (faust_adapter/consumer.py,
+consume_in_batches), not one Faust event at a time. With processing_guarantee=exactly_once,
+outputs, table changelogs and input offsets commit in one Kafka transaction per input partition
+(faust_adapter/), every `commit_interval_ms`. A batch, its acks and a commit exclude each other
+(the commit gate).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from typing import Any
 
 import faust
 
@@ -30,6 +33,7 @@ from tokenfuse.worker.engine.plugins import ForecastDetector, LoopDetector, Spik
 from tokenfuse.worker.control_view import ControlView
 from tokenfuse.worker.engine.record import ScopeRecord
 from tokenfuse.worker.engine.settle import Settler
+from tokenfuse.worker.faust_adapter.consumer import consume_in_batches
 from tokenfuse.worker.faust_adapter.tables import record_table
 from tokenfuse.worker.faust_adapter.transactions import commit_gate
 from tokenfuse.worker.ingest import Ingest
@@ -39,12 +43,6 @@ from tokenfuse.worker.seen import SeenIds
 from tokenfuse.worker.status import StatusBeacon
 from tokenfuse.worker.web import add_pages
 
-BATCH_MAX = 5000
-BATCH_WITHIN_S = 0.1
-# Deltas messages are per-partition batches already; grouping a few more halves table writes
-# for busy scopes. The wait bounds the added kill-switch latency.
-ACCOUNT_BATCH_MAX = 64
-ACCOUNT_BATCH_WITHIN_S = 0.2
 
 
 def now_ms() -> int:
@@ -126,17 +124,16 @@ def build_app(settings: Settings, catalog: PriceCatalog | None = None) -> faust.
     scopes_table.on_recover(account_stage.on_recover)
     gate = commit_gate(app)
 
-    @app.agent(usage)
-    async def ingest(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            async with gate:
-                await ingest_stage.process(stream, events, now_ms())
+    async def ingest(messages: list[Any]) -> None:
+        async with gate:
+            await ingest_stage.process(app, messages, now_ms())
 
-    @app.agent(deltas)
-    async def account(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(ACCOUNT_BATCH_MAX, within=ACCOUNT_BATCH_WITHIN_S):
-            async with gate:
-                await account_stage.process(stream, events, now_ms())
+    async def account(messages: list[Any]) -> None:
+        async with gate:
+            await account_stage.process(app, messages, now_ms())
+
+    consume_in_batches(app, usage, ingest)
+    consume_in_batches(app, deltas, account)
 
     @app.task
     async def follow_budgets() -> None:

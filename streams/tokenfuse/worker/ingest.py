@@ -30,7 +30,8 @@ DELTAS_MESSAGE_BYTES = 512_000
 
 
 class Record(NamedTuple):
-    """An input record as the stage sees it (from a Faust event, or built by a test)."""
+    """An input record as the stage sees it: the fields of a Faust message it reads (a test
+    builds these)."""
 
     topic: str
     partition: int
@@ -48,11 +49,11 @@ class Folded:
     seen: tuple[str, list[Any]] | None = None  # the seen-ids table record of the batch
 
 
-def by_partition(events: list[Any]) -> dict[int, list[Any]]:
-    """A batch's events by input partition, in order."""
+def by_partition(messages: list[Any]) -> dict[int, list[Any]]:
+    """A batch's messages by input partition, in order."""
     out: dict[int, list[Any]] = defaultdict(list)
-    for event in events:
-        out[event.message.partition].append(event)
+    for message in messages:
+        out[message.partition].append(message)
     return out
 
 
@@ -68,15 +69,15 @@ class Ingest:
         self.dlq = dlq
         self.decode = codec("UsageEvent").decode
 
-    async def process(self, stream: faust.StreamT, events: list[Any], now: int) -> None:
-        """A batch, each input partition's share in that partition's transaction; acked inside
-        the caller's commit gate."""
+    async def process(self, app: faust.App, messages: list[Any], now: int) -> None:
+        """A batch of messages, each input partition's share in that partition's transaction;
+        acked inside the caller's commit gate."""
         self.seen.load()
-        for part, part_events in by_partition(events).items():
-            process_as(part_events[-1])
-            records = [Record(e.message.topic, part, e.message.offset, e.message.key, e.value) for e in part_events]
-            await self._send(part, self.fold(part, records, now), now)
-        await ack_all(stream, events)
+        for part, part_messages in by_partition(messages).items():
+            _current = process_as(app, part_messages[-1])  # held: the context keeps a weak reference
+            # Faust's messages have a Record's fields: folded as they are (no copy per event).
+            await self._send(part, self.fold(part, part_messages, now), now)
+        await ack_all(app, messages)
         self.seen.compact(now, self.stats["events"])
 
     def fold(self, part: int, records: list[Record], now: int) -> Folded:
