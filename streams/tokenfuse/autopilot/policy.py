@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from tokenfuse.config.yamlnodes import Problems, compose_file, decimal_value, describe, mapping, top_list, unknown_keys, value
+from tokenfuse.config.yamlnodes import Problems, compose_file, decimal_value, describe, mapping, record_fields, top_list, unknown_keys, value
 from tokenfuse.usage.windows import parse_duration_ms
 
 MODES = ("dry-run", "approve", "auto")
@@ -100,14 +100,10 @@ def parse_policy(root: yaml.Node | None, source: str) -> Policy:
 
 
 def _rule(node: yaml.Node, path: str, problems: Problems, first_line: dict[str, int]) -> Rule | None:
-    fields = mapping(node, path, problems)
+    before = len(problems)
+    fields = record_fields(node, path, problems, FIELDS, REQUIRED)
     if fields is None:
         return None
-    before = len(problems)
-    unknown_keys(fields, FIELDS, path, problems)
-    for name in REQUIRED:
-        if name not in fields:
-            problems.add(node, path, f"missing required field {name!r}")
     budget = _text(fields, "budget", path, problems, _PATTERN, "letters, digits, . _ : - and *")
     if budget is not None:
         where = fields["budget"][1]

@@ -35,7 +35,7 @@ import yaml
 from tokenfuse.usage.scopes import validate_scope
 from tokenfuse.budgets.detection import parse_detection
 from tokenfuse.usage.windows import WindowSpec, parse_window
-from tokenfuse.config.yamlnodes import (Problems, compose_file, decimal_value, describe, mapping, sequence, top_list,
+from tokenfuse.config.yamlnodes import (Problems, compose_file, decimal_value, describe, mapping, record_fields, sequence, top_list,
                                         unknown_keys, value)
 
 METRICS = ("input_tokens", "output_tokens", "total_tokens", "cost_micro_usd", "cost_usd")
@@ -71,14 +71,10 @@ def parse_budgets(root: yaml.Node | None, source: str, *, now_ms: int | None = N
 
 
 def _budget(node: yaml.Node, path: str, problems: Problems, first_line: dict[str, int]) -> dict[str, Any] | None:
-    fields = mapping(node, path, problems)
+    before = len(problems)
+    fields = record_fields(node, path, problems, FIELDS, REQUIRED)
     if fields is None:
         return None
-    before = len(problems)
-    unknown_keys(fields, FIELDS, path, problems)
-    for name in REQUIRED:
-        if name not in fields:
-            problems.add(node, path, f"missing required field {name!r}")
 
     def text(name: str, default: str | None = None) -> str | None:
         if name not in fields:

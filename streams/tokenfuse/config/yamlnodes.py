@@ -116,6 +116,20 @@ def unknown_keys(fields: dict[str, tuple[yaml.Node, yaml.Node]], allowed: tuple[
             problems.add(key_node, path, f"unknown field {key!r}{hint}")
 
 
+def record_fields(node: yaml.Node, path: str, problems: Problems, allowed: tuple[str, ...],
+                  required: tuple[str, ...]) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
+    """One record of a file (a budget, a policy rule): its fields, with unknown and missing ones
+    reported; None if it is not a mapping at all."""
+    fields = mapping(node, path, problems)
+    if fields is None:
+        return None
+    unknown_keys(fields, allowed, path, problems)
+    for name in required:
+        if name not in fields:
+            problems.add(node, path, f"missing required field {name!r}")
+    return fields
+
+
 def decimal_value(node: yaml.Node) -> Decimal | None:
     """A number written in the file, read exactly from its text (no float rounding), or None."""
     raw = value(node) if isinstance(node, yaml.ScalarNode) else None
