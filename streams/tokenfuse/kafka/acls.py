@@ -65,7 +65,6 @@ def role_grants(settings: Settings) -> list[Grant]:
     grants.extend(Grant("worker", "DESCRIBE", "group", follow + t(name)) for name in ("budgets", "control", "leases"))
     grants.append(Grant("runtime", "DESCRIBE", "group", "tokenfuse-leases-", prefixed=True))
     grants.append(Grant("worker", "DESCRIBE", "group", "tokenfuse-lease-desk-", prefixed=True))
-    grants.append(Grant("worker", "DESCRIBE", "group", "tokenfuse-status-probe"))
     grants.append(Grant("worker", "DESCRIBE", "group", "tokenfuse-recovery-probe"))
     grants.extend(Grant(role, "DESCRIBE", "group", f"{follow}{settings.topic_prefix}.", prefixed=True)
                   for role in ("operator", "dashboard", "autopilot"))

@@ -23,8 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from confluent_kafka import ConsumerGroupTopicPartitions, Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from tokenfuse.config import Settings
 from tokenfuse.control.signing import next_version, sign_record
@@ -32,7 +31,6 @@ from tokenfuse.kafka.codec import codec
 
 log = logging.getLogger(__name__)
 
-STATUS_PROBE_GROUP = "tokenfuse-status-probe"  # never joined: librdkafka wants a group id
 KEEP_TICKS = 1200  # 20 minutes of one-second ticks: a partition behind by more reports fresh_ms 0
 
 
@@ -98,7 +96,6 @@ class StatusBeacon:
         self.freshness = Freshness()
         self.versions: dict[int, int] = {}
         self._consumer: Consumer | None = None
-        self._admin: AdminClient | None = None
         self._producer: Producer | None = None
 
     async def beat(self, now_ms: int) -> None:
@@ -136,12 +133,13 @@ class StatusBeacon:
         for tp in parts:
             lows[(tp.topic, tp.partition)], ends[(tp.topic, tp.partition)] = consumer.get_watermark_offsets(
                 tp, timeout=5, cached=False)
-        if self._admin is None:
-            self._admin = AdminClient(self.settings.kafka_config)
-        request = ConsumerGroupTopicPartitions(self.settings.app_id, parts)
-        answer = self._admin.list_consumer_group_offsets([request], request_timeout=5)[self.settings.app_id].result()
+        # The consumer's own group is the worker's: committed() asks the group coordinator for its
+        # offsets (OffsetFetch) without joining it. Not the admin API: librdkafka 2.x aborts the
+        # process (rd_kafka_enq_once_del_source_return: eonce->refcnt > 0) when an admin request
+        # that timed out during a broker outage meets the broker's return (test_faults.py).
+        answer = consumer.committed(parts, timeout=5)
         committed = {}
-        for tp in answer.topic_partitions:
+        for tp in answer:
             key = (tp.topic, tp.partition)
             committed[key] = tp.offset if tp.offset >= 0 else lows[key]  # never committed: from the start
         split = ({}, {}, {}, {})
@@ -152,9 +150,9 @@ class StatusBeacon:
         return split
 
     def _client(self) -> Consumer:
-        """A consumer that reads partition ends only: outside the worker's group, which the
-        committed offsets are asked of through the admin API."""
+        """A consumer that reads partition ends and the worker group's committed offsets. It never
+        subscribes, so it never joins the group: no rebalance, no commit."""
         if self._consumer is None:
-            self._consumer = Consumer({**self.settings.kafka_config, "group.id": STATUS_PROBE_GROUP,
+            self._consumer = Consumer({**self.settings.kafka_config, "group.id": self.settings.app_id,
                                        "enable.auto.commit": False})
         return self._consumer
