@@ -81,7 +81,7 @@ def test_a_forecast_breach_is_met_by_a_raise_within_the_bounds_and_the_block_nev
                    limit=200_000)
     publish_budget(settings, id="ramper", scope="agent:ramper", metric="total_tokens", window="1m", limit=limit,
                    forecast={"warn_before_ms": 30_000, "action": "alert"})
-    with autopilot(settings, tmp_path, "auto", "ramper", floor=limit, cap=3 * limit, step=2 * limit).start():
+    with autopilot(settings, tmp_path, "auto", "ramper", floor=limit, cap=3 * limit, step=2 * limit):
         usage = UsageProducer(settings)
         start_of_fresh_minute()
         spent, k = 0, 0
@@ -110,7 +110,7 @@ def test_approve_mode_waits_for_the_operator_and_a_restart_applies_nothing_twice
     publish_budget(settings, id="agent-a", scope="agent:a", metric="total_tokens", window="1h", limit=1_000)
     alert = forecast_alert("agent-a", "agent:a", projected=2_000, now=int(time.time() * 1000))
     role = autopilot(settings, tmp_path, "approve", "agent-a", floor=500, cap=5_000, step=800)
-    with role.start():
+    with role:
         publish_alert(settings, **alert)
         assert wait_until(lambda: len(decisions.snapshot()) == 1, 15), role.tail()
         proposal = next(iter(decisions.snapshot().values()))
@@ -157,7 +157,7 @@ def test_a_temporary_raise_returns_to_the_operators_limit_when_its_window_ends(s
                    limit=10_000)
     publish_budget(settings, id="agent-b", scope="agent:b", metric="total_tokens", window="10s", limit=1_000,
                    description="set by ops")
-    with autopilot(settings, tmp_path, "auto", "agent-b", floor=500, cap=5_000, step=4_000).start():
+    with autopilot(settings, tmp_path, "auto", "agent-b", floor=500, cap=5_000, step=4_000):
         assert wait_until(lambda: 1_000 < time.time() * 1000 % window < 4_000, 15)  # early in a window
         now = int(time.time() * 1000)
         start = now - now % window

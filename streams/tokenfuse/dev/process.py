@@ -35,7 +35,11 @@ class RoleProcess:
 
     def start(self, timeout: float = 60.0) -> "RoleProcess":
         """Start the process; return when it logged its ready line. Raises with the log's tail if
-        it exits or does not get ready in time."""
+        it exits or does not get ready in time. A second start while it runs is a mistake (two
+        instances of one role fence or race each other): `with role:` starts it, do not add
+        `.start()`."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise TokenfuseError(f"{self.role} is already running (pid {self.proc.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         env = {**os.environ, **self.settings.to_env(), **self.extra_env}
